@@ -1,0 +1,7 @@
+"""``python -m hpsearch``."""
+
+import sys
+
+from hpsearch.cli import main
+
+sys.exit(main())

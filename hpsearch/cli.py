@@ -1,0 +1,122 @@
+"""The command line: parse -> call the runner -> print -> exit code (2 for the user's mistakes)."""
+
+from __future__ import annotations
+
+import argparse
+import math
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from hpsearch.config import DEFAULT_TRACKING_URI, StudyConfig, load_study
+from hpsearch.errors import HpsearchError, mask_credentials
+from hpsearch.results import StudyResult
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+def _add_study_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("study", type=Path, help="the study file (YAML)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE",
+                        help="override a field of the study file, e.g. --set search.strategy=optuna (repeatable)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="hpsearch", description="Tracked hyperparameter search for Keras models.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    _add_study_arguments(commands.add_parser("run", help="run a study: search, refit the best, test it, record all"))
+    _add_study_arguments(commands.add_parser("check", help="validate a study file and its data without training"))
+    ui = commands.add_parser("ui", help="open the MLflow UI on what the runs recorded")
+    ui.add_argument("--backend-store-uri", default=DEFAULT_TRACKING_URI, help=f"default: {DEFAULT_TRACKING_URI}")
+    ui.add_argument("--port", type=int, default=5000)
+    ui.add_argument("--host", default="127.0.0.1")
+    return parser
+
+
+def _load(args: argparse.Namespace) -> tuple[StudyConfig, str]:
+    study = load_study(args.study, args.overrides)
+    return study, args.study.read_text(encoding="utf-8")
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from hpsearch.runner import plan_study
+
+    study, _ = _load(args)
+    plan = plan_study(study)
+    fingerprint = plan.data.fingerprint()
+    console.print(f"[green]ok[/green] {args.study}: study {study.name!r}, {plan.data.task} on "
+                  f"{fingerprint['n_train']} train / {fingerprint['n_valid']} valid / {fingerprint['n_test']} test rows, "
+                  f"strategy {study.search.strategy} with {plan.n_candidates} trial(s), "
+                  f"{'cv=' + str(study.search.cv) if study.search.cv else 'holdout validation'}")
+    return 0
+
+
+def _ui_command(uri: str) -> str:
+    suffix = "" if uri == DEFAULT_TRACKING_URI else f" --backend-store-uri {shlex.quote(uri)}"
+    return "hpsearch ui" + suffix if not uri.startswith("http") else f"open {uri} in a browser"
+
+
+def _print_summary(result: StudyResult) -> None:
+    table = Table(title=f"best trials of {result.name} ({result.scoring}, greater is better)")
+    for column in ("trial", "score", "std", "params", "epochs"):
+        table.add_column(column)
+    for trial in sorted(result.finished, key=lambda t: t.score, reverse=True)[:5]:
+        params = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in trial.params.items())
+        table.add_row(str(trial.number), f"{trial.score:.5g}", f"{trial.score_std:.3g}", params,
+                      "/".join(map(str, trial.fold_epochs)))
+    console.print(table)
+    states = {s: sum(t.state == s for t in result.trials) for s in ("finished", "pruned", "failed")}
+    console.print(f"trials: {states['finished']} finished, {states['pruned']} pruned, {states['failed']} failed")
+    for reason, count in result.failure_counts().items():
+        console.print(f"  failed x{count}: {reason}")
+    if result.test_score is not None and math.isfinite(result.test_score):
+        console.print(f"test score of the refit best model: {result.test_score:.5g}")
+    uri = mask_credentials(result.tracking_uri or "")
+    console.print(f"MLflow: experiment {result.experiment_id}, study run {result.study_run_id} at {uri}")
+    console.print(f"best model: runs:/{result.study_run_id}/model")
+    console.print(f"open the UI: {_ui_command(uri)}")
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from hpsearch.progress import RichObserver
+    from hpsearch.runner import plan_study, run_study
+
+    study, text = _load(args)
+    plan = plan_study(study)
+    with RichObserver(plan.n_candidates, console) as observer:
+        result = run_study(study, text, observer, plan=plan)
+    _print_summary(result)
+    if result.best is None:
+        err_console.print(f"every trial of {study.name!r} failed ({len(result.trials)} trials); see the reasons above")
+        return 1
+    return 0
+
+
+def cmd_ui(args: argparse.Namespace) -> int:
+    command = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", args.backend_store_uri,
+               "--host", args.host, "--port", str(args.port)]
+    console.print(f"MLflow UI on http://{args.host}:{args.port} (Ctrl-C to stop)")
+    return subprocess.call(command)
+
+
+COMMANDS = {"run": cmd_run, "check": cmd_check, "ui": cmd_ui}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``hpsearch`` and ``python -m hpsearch``; returns the exit code."""
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except HpsearchError as exc:
+        err_console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        err_console.print("interrupted: open MLflow runs were closed as KILLED; run the same command again "
+                          "to start over (optuna studies resume where they stopped)")
+        return 130

@@ -1,0 +1,419 @@
+"""Load a dataset (builtin or file), validate it and split it the chapter's way.
+
+The split follows "Hands-On Machine Learning" ch. 10: ``train_test_split`` into train_full/test, then
+``train_test_split`` of train_full into train/valid, both with ``random_state=seed`` (stratified for
+binary/multiclass). Scaling is not done here: it belongs in the model pipeline, fitted on train.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import os
+import socket
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
+
+import numpy as np
+import pandas as pd
+from sklearn.model_selection import train_test_split
+
+from hpsearch.errors import DataError
+
+if TYPE_CHECKING:
+    from sklearn.utils import Bunch
+
+    from hpsearch.config import DataConfig
+
+Task = Literal["regression", "binary", "multiclass", "multilabel"]
+MIN_ROWS = 10
+MAX_CLASSES = 20
+CAL_HOUSING_COLUMNS = ("longitude", "latitude", "housing_median_age", "total_rooms", "total_bedrooms",
+                       "population", "households", "median_income", "median_house_value")
+FASHION_FILES = ("train-labels-idx1-ubyte.gz", "train-images-idx3-ubyte.gz",
+                 "t10k-labels-idx1-ubyte.gz", "t10k-images-idx3-ubyte.gz")
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """Split arrays: float32 features; float32 regression targets, labels or a 0/1 matrix otherwise."""
+
+    name: str
+    task: Task
+    X_train: np.ndarray
+    y_train: np.ndarray
+    X_valid: np.ndarray | None
+    y_valid: np.ndarray | None
+    X_test: np.ndarray
+    y_test: np.ndarray
+    feature_names: tuple[str, ...]
+    target_names: tuple[str, ...]
+
+    def fingerprint(self) -> dict:
+        """Sizes, task and a sha256 over every array (dtype, shape and bytes): equal data, equal digest."""
+        digest = hashlib.sha256()
+        for field in ("X_train", "y_train", "X_valid", "y_valid", "X_test", "y_test"):
+            array = getattr(self, field)
+            digest.update(f"{field}:{None if array is None else (array.dtype.str, array.shape)}".encode())
+            if array is not None:
+                digest.update(np.ascontiguousarray(array).tobytes())
+        return {"n_train": len(self.X_train), "n_valid": 0 if self.X_valid is None else len(self.X_valid),
+                "n_test": len(self.X_test), "n_features": list(self.X_train.shape[1:]), "task": self.task,
+                "sha256": digest.hexdigest()}
+
+
+@dataclass
+class _Raw:
+    """What a loader returns: unsplit arrays, their names, where they came from, an optional fixed test set."""
+
+    X: np.ndarray
+    y: np.ndarray
+    feature_names: tuple[str, ...]
+    target_names: tuple[str, ...]
+    source: str
+    test: tuple[np.ndarray, np.ndarray] | None = None
+
+
+def _is_numeric(y: np.ndarray) -> bool:
+    return np.issubdtype(y.dtype, np.number)
+
+
+def _integer_valued(y: np.ndarray) -> bool:
+    return _is_numeric(y) and bool(np.all(np.mod(y, 1) == 0))
+
+
+def infer_task(y: np.ndarray) -> Task:
+    """Guess the task from target values.
+
+    - several columns: multilabel if every value is 0 or 1, else regression (numeric only);
+    - strings, objects, bools: binary with at most 2 distinct values, else multiclass;
+    - numbers with a non-integer value: regression;
+    - integer-valued numbers with k distinct values: binary if k <= 2; multiclass if k <= 20 and the
+      classes average at least 5 rows each (k <= n_rows / 5); else regression (counts and scores,
+      e.g. scikit-learn's diabetes target: 214 integer values).
+    """
+    y = np.asarray(y)
+    if y.ndim == 2 and y.shape[1] == 1:
+        y = y[:, 0]
+    if y.ndim == 2:
+        if not _is_numeric(y):
+            raise DataError(f"the target has {y.shape[1]} columns and not all are numeric: several target "
+                            "columns must be numbers (regression) or 0/1 indicators (multilabel).")
+        return "multilabel" if bool(np.isin(y, (0, 1)).all()) else "regression"
+    n_unique = len(np.unique(y))
+    if not _is_numeric(y):
+        return "binary" if n_unique <= 2 else "multiclass"
+    if not _integer_valued(y):
+        return "regression"
+    if n_unique <= 2:
+        return "binary"
+    return "multiclass" if n_unique <= MAX_CLASSES and 5 * n_unique <= len(y) else "regression"
+
+
+def load_dataset(cfg: "DataConfig", seed: int) -> Dataset:
+    """Load the data ``cfg`` describes, subsample it (``max_rows``), validate it and split it.
+
+    A fixed test set (fashion_mnist's, an .npz file's ``X_test``/``y_test``) replaces the first split, so
+    ``test_size`` is ignored for it and ``max_rows`` only caps the rows left to split into train/valid.
+    """
+    raw = _load_raw(cfg)
+    where = f"in {raw.source}"
+    X, y = _checked(raw.X, raw.y, raw, where)
+    if cfg.max_rows is not None and cfg.max_rows < len(X):
+        keep = np.sort(np.random.default_rng(seed).choice(len(X), cfg.max_rows, replace=False))
+        X, y = X[keep], y[keep]
+    if len(X) < MIN_ROWS:
+        raise DataError(f"{raw.source} has only {len(X)} rows; hpsearch needs at least {MIN_ROWS} to split "
+                        "into train, validation and test sets. Add rows (or raise data.max_rows).")
+    task = _check_task(y, cfg.task, raw, where)
+    y = _finish_target(y, task)
+    stratify = task in ("binary", "multiclass")
+    if raw.test is None:
+        X_full, X_test, y_full, y_test = _split(X, y, cfg.test_size, seed, stratify, raw, "data.test_size")
+    else:
+        X_test, y_test = _checked(*raw.test, raw, f"in the test set of {raw.source}")
+        if X_test.shape[1:] != X.shape[1:]:
+            raise DataError(f"the test set of {raw.source} has features of shape {X_test.shape[1:]}, the training "
+                            f"rows {X.shape[1:]}: both must have the same columns.")
+        X_full, y_full, y_test = X, y, _finish_target(y_test, task)
+    if cfg.valid_size:
+        X_train, X_valid, y_train, y_valid = _split(X_full, y_full, cfg.valid_size, seed, stratify, raw,
+                                                    "data.valid_size")
+    else:
+        X_train, y_train, X_valid, y_valid = X_full, y_full, None, None
+    f32 = partial(np.ascontiguousarray, dtype=np.float32)
+    return Dataset(name=cfg.dataset or Path(cfg.path).stem, task=task,
+                   X_train=f32(X_train), y_train=y_train, X_valid=None if X_valid is None else f32(X_valid),
+                   y_valid=y_valid, X_test=f32(X_test), y_test=y_test,
+                   feature_names=raw.feature_names, target_names=raw.target_names)
+
+
+def _checked(X: np.ndarray, y: np.ndarray, raw: _Raw, where: str) -> tuple[np.ndarray, np.ndarray]:
+    """Shapes agree, features are numeric, no NaN/inf anywhere; (n, 1) targets become (n,)."""
+    X, y = np.asarray(X), np.asarray(y)
+    if y.ndim == 2 and y.shape[1] == 1:
+        y = y[:, 0]
+    if X.ndim < 2 or y.ndim not in (1, 2) or len(X) != len(y):
+        raise DataError(f"features {where} have shape {X.shape} and the target {y.shape}: expected X of shape "
+                        "(n_rows, n_features...) and y of shape (n_rows,) or (n_rows, n_targets).")
+    if not (_is_numeric(X) or X.dtype == bool):
+        raise DataError(f"features {where} have dtype {X.dtype}; hpsearch needs numeric features.")
+    for array, names, what in ((X, raw.feature_names, "feature"), (y, raw.target_names, "target")):
+        if not _is_numeric(array):
+            continue
+        bad = (~np.isfinite(array)).reshape(len(array), -1).sum(axis=0)
+        if not bad.any():
+            continue
+        if len(names) == len(bad):
+            counts = ", ".join(f"'{name}': {n} rows" for name, n in zip(names, bad) if n)
+        else:
+            counts = f"{bad.sum()} values"
+        raise DataError(f"{what} values {where} include NaN or infinity ({counts}). Drop or impute those rows "
+                        "before running hpsearch.")
+    return X, y
+
+
+def _check_task(y: np.ndarray, task: Task | None, raw: _Raw, where: str) -> Task:
+    """Refuse constant targets and single classes, infer the task if not given, check a given one fits."""
+    if y.ndim == 1 and len(np.unique(y)) < 2:
+        what = "has a single class" if task in ("binary", "multiclass") or not _is_numeric(y) else "is constant"
+        raise DataError(f"target {', '.join(raw.target_names)} {where} {what} ({y[0].item()!r} in all {len(y)} rows), "
+                        "so there is nothing to learn. Check data.target names the right column.")
+    inferred = infer_task(y)
+    if task is None or task == inferred:
+        return inferred
+    problem = None
+    if task == "multilabel":
+        problem = "multilabel needs several target columns holding only 0 and 1"
+    elif task == "regression" and not _is_numeric(y):
+        problem = "a regression target must be numeric"
+    elif task in ("binary", "multiclass") and y.ndim == 2:
+        problem = f"{task} needs a single column of class labels, the target has {y.shape[1]} columns"
+    elif task == "binary" and len(np.unique(y)) != 2:
+        problem = f"binary needs exactly 2 classes, the target has {len(np.unique(y))}"
+    elif task == "multiclass" and _is_numeric(y) and not _integer_valued(y):
+        problem = "multiclass needs class labels, the target has non-integer values"
+    if problem:
+        raise DataError(f"data.task is '{task}' but the target {', '.join(raw.target_names)} {where} does not "
+                        f"fit: {problem}. Fix data.task, or remove it to let hpsearch infer '{inferred}'.")
+    return task
+
+
+def _finish_target(y: np.ndarray, task: Task) -> np.ndarray:
+    if task == "regression":
+        return y.astype(np.float32)
+    if task == "multilabel" or _integer_valued(y):
+        return y.astype(np.int64)
+    return y
+
+
+def _split(X: np.ndarray, y: np.ndarray, size: float, seed: int, stratify: bool, raw: _Raw, field: str) -> list:
+    try:
+        return train_test_split(X, y, test_size=size, random_state=seed, stratify=y if stratify else None)
+    except ValueError as exc:
+        detail = ""
+        if stratify:
+            labels, counts = np.unique(y, return_counts=True)
+            detail = f" (class {labels[counts.argmin()].item()!r} has {counts.min()} of {len(y)} rows)"
+        raise DataError(f"cannot split {raw.source} with {field}={size}{detail}: {exc}. Add rows, drop or merge "
+                        f"rare classes, or change {field}.") from exc
+
+
+def _load_raw(cfg: "DataConfig") -> _Raw:
+    if cfg.dataset is None:
+        return _load_file(Path(cfg.path), cfg)
+    loader = BUILTIN_DATASETS.get(cfg.dataset)
+    if loader is None:
+        close = difflib.get_close_matches(cfg.dataset, BUILTIN_DATASETS, n=1)
+        hint = f" Did you mean '{close[0]}'?" if close else ""
+        raise DataError(f"data.dataset: unknown builtin dataset '{cfg.dataset}'.{hint} Builtin datasets: "
+                        f"{', '.join(BUILTIN_DATASETS)}; or set data.path to a .csv, .parquet or .npz file.")
+    return loader(cfg)
+
+
+def _load_file(path: Path, cfg: "DataConfig") -> _Raw:
+    path = path.expanduser().resolve()
+    if not path.is_file():
+        raise DataError(f"data file {path} does not exist. Check data.path (relative paths are resolved "
+                        f"from the current directory, {Path.cwd()}).")
+    suffix = path.suffix.lower()
+    if suffix not in (".csv", ".parquet", ".npz"):
+        raise DataError(f"data file {path} has extension '{suffix}'; hpsearch reads .csv, .parquet and .npz.")
+    if path.stat().st_size == 0:
+        raise DataError(f"data file {path} is empty.")
+    try:
+        if suffix == ".npz":
+            return _from_npz(path, cfg)
+        frame = pd.read_csv(path) if suffix == ".csv" else pd.read_parquet(path)
+    except (ValueError, OSError) as exc:
+        raise DataError(f"cannot read data file {path} as {suffix[1:]}: {exc}") from exc
+    return _from_frame(frame, cfg, str(path))
+
+
+def _require_columns(wanted: list[str], columns: list[str], source: str, field: str) -> None:
+    for name in wanted:
+        if name not in columns:
+            close = difflib.get_close_matches(name, columns, n=3)
+            hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
+            raise DataError(f"{field}: column '{name}' not found in {source}.{hint} Columns: {', '.join(columns)}.")
+
+
+def _from_frame(frame: pd.DataFrame, cfg: "DataConfig", source: str) -> _Raw:
+    columns = [str(c) for c in frame.columns]
+    frame.columns = columns
+    if frame.empty:
+        raise DataError(f"{source} has no data rows (columns: {', '.join(columns) or 'none'}).")
+    targets = [cfg.target] if isinstance(cfg.target, str) else list(cfg.target or columns[-1:])
+    _require_columns(targets, columns, source, "data.target")
+    _require_columns(list(cfg.features or []), columns, source, "data.features")
+    features = [c for c in cfg.features or columns if c not in targets]
+    if not features:
+        raise DataError(f"{source} has no feature columns besides the target {', '.join(targets)}.")
+    text = [c for c in features if not pd.api.types.is_numeric_dtype(frame[c])]
+    if text:
+        raise DataError(f"feature columns {', '.join(text)} in {source} are not numeric. hpsearch's command line "
+                        "needs numeric features: encode them (e.g. pandas.get_dummies), leave them out with "
+                        "data.features, or use the Python API with a scikit-learn pipeline for categorical data.")
+    missing = frame[targets].isna().sum()
+    if missing.any():
+        counts = ", ".join(f"'{name}': {n}" for name, n in missing.items() if n)
+        raise DataError(f"target values in {source} are missing ({counts} rows). Drop those rows first.")
+    target = frame[targets]
+    if all(pd.api.types.is_numeric_dtype(target[c]) for c in targets):
+        y = target.to_numpy(dtype=np.float64, na_value=np.nan)
+    elif len(targets) == 1:
+        y = target[targets[0]].astype(str).to_numpy(dtype=str)
+    else:
+        raise DataError(f"target columns {', '.join(targets)} in {source} must all be numeric when there are several.")
+    X = frame[features].to_numpy(dtype=np.float64, na_value=np.nan)
+    return _Raw(X, y, tuple(features), tuple(targets), source)
+
+
+def _from_npz(path: Path, cfg: "DataConfig") -> _Raw:
+    if cfg.target is not None or cfg.features is not None:
+        raise DataError(f"data.target and data.features apply to csv/parquet files; {path} gives X and y directly.")
+    with np.load(path, allow_pickle=False) as npz:
+        keys = set(npz.files)
+        x_key = "X" if "X" in keys else "x"
+        if not {x_key, "y"} <= keys or len(keys & {"X_test", "y_test"}) == 1:
+            raise DataError(f"{path} holds arrays {sorted(keys)}; hpsearch needs 'X' (or 'x') and 'y', and "
+                            "optionally both 'X_test' and 'y_test'.")
+        X, y = npz[x_key], npz["y"]
+        test = (npz["X_test"], npz["y_test"]) if "X_test" in keys else None
+    names = tuple(f"x{i}" for i in range(X.shape[1])) if X.ndim == 2 else (x_key,)
+    targets = tuple(f"y{i}" for i in range(y.shape[1])) if y.ndim == 2 and y.shape[1] > 1 else ("y",)
+    return _Raw(X, y, names, targets, str(path), test)
+
+
+def _sklearn_bundled(name: str, cfg: "DataConfig") -> _Raw:
+    from sklearn import datasets
+
+    bunch = getattr(datasets, f"load_{name}")()
+    return _Raw(bunch.data, bunch.target, tuple(map(str, bunch.feature_names)), ("target",), name)
+
+
+def _online(host: str, timeout: float = 3.0) -> bool:
+    """Whether ``host:443`` answers within ``timeout`` (DNS included); False at once if HPSEARCH_OFFLINE=1."""
+    if os.environ.get("HPSEARCH_OFFLINE", "").lower() in ("1", "true", "yes"):
+        return False
+    answered: list[bool] = []
+
+    def probe() -> None:
+        try:
+            socket.create_connection((host, 443), timeout=timeout).close()
+            answered.append(True)
+        except OSError:
+            pass
+
+    thread = threading.Thread(target=probe, daemon=True)  # a thread, because DNS ignores the socket timeout
+    thread.start()
+    thread.join(timeout)
+    return bool(answered)
+
+
+def _california_housing(cfg: "DataConfig") -> _Raw:
+    from sklearn.datasets import fetch_california_housing, get_data_home
+
+    data_dir = os.environ.get("HPSEARCH_DATA_DIR")
+    candidates = [cfg.path, data_dir and Path(data_dir) / "cal_housing.csv", Path("data/cal_housing.csv")]
+    tried = [Path(p).expanduser().resolve() for p in candidates if p]
+    for path in tried:
+        if path.is_file():
+            return _from_cal_housing_csv(path)
+    tried.append(f"{Path(get_data_home()) / 'cal_housing_py3.pkz'} (scikit-learn's cache)")
+    try:
+        bunch = fetch_california_housing(download_if_missing=False)
+    except OSError:
+        bunch = _download_california_housing(tried)
+    return _Raw(bunch.data, bunch.target, tuple(bunch.feature_names), ("MedHouseVal",), "california_housing")
+
+
+def _download_california_housing(tried: list[Path | str]) -> Bunch:
+    """scikit-learn's downloader, tried only when the host answers; else a DataError listing ``tried``."""
+    from sklearn.datasets import fetch_california_housing
+
+    reason = "no network"
+    if _online("ndownloader.figshare.com"):
+        try:
+            return fetch_california_housing()
+        except Exception as exc:  # urllib, HTTP and archive errors all mean the same here
+            reason = f"the download failed: {exc}"
+    raise DataError(f"california_housing was not found ({', '.join(map(str, tried))}) and could not be "
+                    f"downloaded ({reason}). Place the raw StatLib cal_housing.csv, with header "
+                    f"{','.join(CAL_HOUSING_COLUMNS)}, at one of those paths (or point data.path or "
+                    "$HPSEARCH_DATA_DIR at it).")
+
+
+def _from_cal_housing_csv(path: Path) -> _Raw:
+    """Derive scikit-learn's 8 features (same names and order) and target from the raw StatLib file."""
+    raw = pd.read_csv(path)
+    missing = [c for c in CAL_HOUSING_COLUMNS if c not in raw.columns]
+    if missing:
+        raise DataError(f"{path} is not the raw StatLib cal_housing.csv: columns {', '.join(missing)} are missing; "
+                        f"the header must be {','.join(CAL_HOUSING_COLUMNS)}.")
+    households = raw["households"]
+    features = pd.DataFrame({
+        "MedInc": raw["median_income"], "HouseAge": raw["housing_median_age"],
+        "AveRooms": raw["total_rooms"] / households, "AveBedrms": raw["total_bedrooms"] / households,
+        "Population": raw["population"], "AveOccup": raw["population"] / households,
+        "Latitude": raw["latitude"], "Longitude": raw["longitude"],
+    })
+    y = (raw["median_house_value"] / 100_000).to_numpy(dtype=np.float64)
+    return _Raw(features.to_numpy(dtype=np.float64), y, tuple(features.columns), ("MedHouseVal",), str(path))
+
+
+def _keras_datasets_dir() -> Path:
+    """Keras's download cache as Keras computes it: $KERAS_HOME, else ~/.keras (/tmp/.keras if ~ is read-only)."""
+    if os.environ.get("KERAS_HOME"):
+        return Path(os.environ["KERAS_HOME"]) / "datasets"
+    base = Path.home() if os.access(Path.home(), os.W_OK) else Path("/tmp")
+    return base / ".keras" / "datasets"
+
+
+def _fashion_mnist(cfg: "DataConfig") -> _Raw:
+    folder = _keras_datasets_dir() / "fashion-mnist"
+    if not all((folder / name).is_file() for name in FASHION_FILES) and not _online("storage.googleapis.com"):
+        raise DataError(f"fashion_mnist is not in the Keras cache {folder} and there is no network to download "
+                        f"it. Place {', '.join(FASHION_FILES)} in that folder (or set $KERAS_HOME).")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    import keras
+
+    try:
+        (X, y), (X_test, y_test) = keras.datasets.fashion_mnist.load_data()
+    except Exception as exc:  # keras raises bare Exceptions for failed downloads, ValueError for bad files
+        raise DataError(f"cannot load fashion_mnist from {folder}: {exc}. Delete that folder's files to "
+                        "download them again, or place the four original files there.") from exc
+    scale = np.float32(255)
+    return _Raw(X / scale, y.astype(np.int64), ("pixels",), ("label",), "fashion_mnist",
+                test=(X_test / scale, y_test.astype(np.int64)))
+
+
+BUILTIN_DATASETS: dict[str, Callable[["DataConfig"], _Raw]] = {
+    **{name: partial(_sklearn_bundled, name) for name in ("iris", "wine", "breast_cancer", "digits", "diabetes")},
+    "california_housing": _california_housing,
+    "fashion_mnist": _fashion_mnist,
+}

@@ -1,0 +1,148 @@
+"""The search-space vocabulary: Int, Float, Categorical and Fixed dimensions.
+
+These are the objects both doors use: the study file's ``space:`` entries are parsed into them
+(:func:`parse_dimension`), and Python users build them directly (``hpsearch.Int(0, 3)``).
+Mapping them onto scipy, grids and Optuna lives in :mod:`hpsearch.space`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Union
+
+import numpy as np
+
+
+def to_python(value: Any) -> Any:
+    """Turn numpy scalars/arrays (recursively) into plain Python values Keras 3 accepts."""
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return [to_python(v) for v in value.tolist()]
+    if isinstance(value, (list, tuple)):
+        return type(value)(to_python(v) for v in value)
+    if isinstance(value, dict):
+        return {k: to_python(v) for k, v in value.items()}
+    return value
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float, np.number)) and not isinstance(value, (bool, np.bool_))
+
+
+def _check_range(low: Any, high: Any, log: bool) -> None:
+    if not (_is_number(low) and _is_number(high)):
+        raise ValueError(f"bounds must be numbers, got [{low!r}, {high!r}]")
+    if not (math.isfinite(low) and math.isfinite(high)):
+        raise ValueError(f"bounds must be finite, got [{low}, {high}]")
+    if low > high:
+        raise ValueError(f"the range [{low}, {high}] is inverted: low must be <= high")
+    if log and low <= 0:
+        raise ValueError(f"a log range needs low > 0, got [{low}, {high}]")
+
+
+@dataclass(frozen=True)
+class Int:
+    """An integer in [low, high] (both inclusive), optionally log-uniform, with a step."""
+
+    low: int
+    high: int
+    log: bool = False
+    step: int = 1
+
+    def __post_init__(self) -> None:
+        _check_range(self.low, self.high, self.log)
+        if not all(float(v).is_integer() for v in (self.low, self.high)):
+            raise ValueError(f"int bounds must be whole numbers, got [{self.low}, {self.high}]")
+        if not (isinstance(self.step, (int, np.integer)) and self.step >= 1):
+            raise ValueError(f"step must be an integer >= 1, got {self.step!r}")
+        if self.log and self.step != 1:
+            raise ValueError("an int range cannot have both log: true and a step")
+        object.__setattr__(self, "low", int(self.low))
+        object.__setattr__(self, "high", int(self.high))
+        object.__setattr__(self, "step", int(self.step))
+
+
+@dataclass(frozen=True)
+class Float:
+    """A float in [low, high]; ``log=True`` is the chapter's ``reciprocal(low, high)``."""
+
+    low: float
+    high: float
+    log: bool = False
+    step: float | None = None
+
+    def __post_init__(self) -> None:
+        _check_range(self.low, self.high, self.log)
+        if self.step is not None and (not _is_number(self.step) or self.step <= 0):
+            raise ValueError(f"step must be a number > 0, got {self.step!r}")
+        if self.log and self.step is not None:
+            raise ValueError("a float range cannot have both log: true and a step")
+        object.__setattr__(self, "low", float(self.low))
+        object.__setattr__(self, "high", float(self.high))
+
+
+@dataclass(frozen=True)
+class Categorical:
+    """One of a list of choices (numbers, strings, booleans, or lists such as layer widths)."""
+
+    choices: tuple = field(default_factory=tuple)
+
+    def __init__(self, choices: Any) -> None:
+        values = tuple(to_python(list(choices))) if not isinstance(choices, str) else None
+        if not values:
+            raise ValueError(f"categorical needs a non-empty list of choices, got {choices!r}")
+        object.__setattr__(self, "choices", values)
+
+
+@dataclass(frozen=True)
+class Fixed:
+    """A single value: part of the space for bookkeeping, never searched."""
+
+    value: Any
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "value", to_python(self.value))
+
+
+Dimension = Union[Int, Float, Categorical, Fixed]
+DIMENSION_TYPES = (Int, Float, Categorical, Fixed)
+_KINDS = ("int", "float", "categorical", "fixed")
+_OPTIONS = {"int": {"log", "step"}, "float": {"log", "step"}, "categorical": set(), "fixed": set()}
+
+
+def parse_dimension(raw: Any) -> Dimension:
+    """Parse one ``space:`` entry of a study file into a dimension.
+
+    Forms: ``{int: [low, high]}``, ``{float: [low, high], log: true}``,
+    ``{categorical: [a, b]}`` or a plain list, ``{fixed: value}`` or a plain scalar.
+    """
+    if isinstance(raw, DIMENSION_TYPES):
+        return raw
+    if isinstance(raw, list):
+        return Categorical(raw)
+    if not isinstance(raw, dict):
+        return Fixed(raw)
+    kinds = [k for k in raw if k in _KINDS]
+    if len(kinds) != 1:
+        raise ValueError(
+            f"expected exactly one of {', '.join(_KINDS)} (e.g. {{int: [1, 3]}}), got keys {sorted(raw)}"
+        )
+    kind = kinds[0]
+    unknown = set(raw) - {kind} - _OPTIONS[kind]
+    if unknown:
+        raise ValueError(f"unknown option(s) {sorted(unknown)} for {kind}; allowed: {sorted(_OPTIONS[kind])}")
+    options = {k: v for k, v in raw.items() if k != kind}
+    if "log" in options and not isinstance(options["log"], bool):
+        raise ValueError(f"log must be true or false, got {options['log']!r}")
+    value = raw[kind]
+    if kind == "fixed":
+        return Fixed(value)
+    if kind == "categorical":
+        if not isinstance(value, list):
+            raise ValueError(f"categorical needs a list of choices, got {value!r}")
+        return Categorical(value)
+    if not (isinstance(value, list) and len(value) == 2):
+        raise ValueError(f"{kind} needs a [low, high] pair, got {value!r}")
+    return (Int if kind == "int" else Float)(value[0], value[1], **options)

@@ -1,0 +1,39 @@
+"""Errors a user can act on: printed as one paragraph, exit code 2, never a traceback."""
+
+from __future__ import annotations
+
+
+class HpsearchError(Exception):
+    """Base class for mistakes in the user's input (study file, data, space, URLs)."""
+
+    exit_code = 2
+
+
+class ConfigError(HpsearchError):
+    """The study file (or a ``--set`` override) is invalid; ``field`` names the offending key."""
+
+    def __init__(self, message: str, field: str | None = None) -> None:
+        self.field = field
+        super().__init__(f"{field}: {message}" if field else message)
+
+
+class DataError(HpsearchError):
+    """The data cannot be loaded or does not fit the study (missing file, bad column, too few rows)."""
+
+
+class TrackingError(HpsearchError):
+    """The tracking or storage backend cannot be reached."""
+
+
+def mask_credentials(url: str) -> str:
+    """``scheme://user:secret@host`` -> ``scheme://user:***@host`` (for every message, param and tag)."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return url
+    if not parts.password:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))

@@ -1,0 +1,61 @@
+"""Keras start-up, quietly: TensorFlow's start-up logs silenced, threads limited, sessions cleared.
+
+Set ``HPSEARCH_TF_LOGS=1`` to see TensorFlow's own logs again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import sys
+from collections.abc import Iterator
+
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+
+@contextlib.contextmanager
+def _stderr_silenced() -> Iterator[None]:
+    """Send file descriptor 2 to /dev/null: TensorFlow's C++ start-up logs bypass every log level."""
+    if os.environ.get("HPSEARCH_TF_LOGS") or "tensorflow" in sys.modules:
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
+with _stderr_silenced():
+    import keras  # noqa: E402
+    import tensorflow as tf  # noqa: E402
+
+if not os.environ.get("HPSEARCH_TF_LOGS"):
+    tf.get_logger().setLevel(logging.ERROR)
+    logging.getLogger("absl").setLevel(logging.ERROR)
+
+
+def limit_threads(n_threads: int | None) -> None:
+    """Cap TensorFlow's thread pools (call before the first model is built)."""
+    if not n_threads:
+        return
+    with contextlib.suppress(RuntimeError):  # already initialised: keep what is in force
+        tf.config.threading.set_intra_op_parallelism_threads(n_threads)
+        tf.config.threading.set_inter_op_parallelism_threads(n_threads)
+
+
+def fresh_session(seed: int | None) -> None:
+    """Free the previous trial's graphs and seed Python, numpy and TensorFlow for the next."""
+    keras.backend.clear_session(free_memory=True)
+    if seed is not None:
+        keras.utils.set_random_seed(seed)
+
+
+__all__ = ["keras", "tf", "limit_threads", "fresh_session"]

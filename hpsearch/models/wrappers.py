@@ -1,0 +1,78 @@
+"""scikeras wrappers fixed for today's scikit-learn (the only module that imports scikeras).
+
+Fixes over scikeras 0.13:
+- scikit-learn >= 1.6 reads ``__sklearn_tags__``; scikeras only sets ``_estimator_type``, so
+  ``is_classifier`` was False and searches used KFold instead of StratifiedKFold.
+- ``fit(..., callbacks=[...])`` is honoured for that fit instead of silently dropped.
+- ``fit(..., validation_data=(X, y))`` goes through the same feature and target encoders as the
+  training data (class labels such as strings are encoded, not passed raw to Keras).
+- Parameters of the ``model`` factory can be set by their plain names (``set_params(n_hidden=2)``)
+  without declaring them in the constructor.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+from sklearn.utils import ClassifierTags, RegressorTags
+
+import hpsearch.models.backend  # noqa: F401, I001  (first: quiets TensorFlow before scikeras imports it)
+import scikeras.wrappers as sk  # noqa: E402
+
+
+class _Fixed:
+    """Behaviour shared by both wrappers; see the module docstring."""
+
+    def _factory_params(self) -> set[str]:
+        model = getattr(self, "model", None)
+        if not callable(model) or isinstance(model, type):
+            return set()
+        return {p for p in inspect.signature(model).parameters if p not in ("meta", "compile_kwargs", "params")}
+
+    def set_params(self, **params: Any) -> Any:
+        own = set(self._get_param_names()) | set(inspect.signature(type(self).__init__).parameters)
+        plain = {k: v for k, v in params.items() if k in self._factory_params() and k not in own}
+        for name, value in plain.items():
+            setattr(self, name, value)
+            self._user_params = getattr(self, "_user_params", set()) | {name}
+        rest = {k: v for k, v in params.items() if k not in plain}
+        return super().set_params(**rest) if rest else self
+
+    def _fit_keras_model(self, X: Any, y: Any, sample_weight: Any, warm_start: bool, epochs: int,
+                         initial_epoch: int, **kwargs: Any) -> None:
+        extra_callbacks = kwargs.pop("callbacks", None) or []
+        validation = kwargs.get("validation_data")
+        if validation is not None:
+            X_val, y_val = self._validate_data(validation[0], validation[1])
+            kwargs["validation_data"] = (self.feature_encoder_.transform(X_val), self.target_encoder_.transform(y_val))
+        configured = self._fit_callbacks
+        self._fit_callbacks = [*configured, *extra_callbacks]
+        try:
+            super()._fit_keras_model(X, y, sample_weight, warm_start, epochs, initial_epoch, **kwargs)
+        finally:
+            self._fit_callbacks = configured
+
+
+class KerasRegressor(_Fixed, sk.KerasRegressor):
+    """scikeras' KerasRegressor, tagged as a regressor for scikit-learn >= 1.6."""
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.estimator_type = "regressor"
+        tags.regressor_tags = RegressorTags()
+        tags.classifier_tags = None
+        tags.target_tags.required = True
+        return tags
+
+
+class KerasClassifier(_Fixed, sk.KerasClassifier):
+    """scikeras' KerasClassifier, tagged as a classifier (so CV stratifies) for scikit-learn >= 1.6."""
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.estimator_type = "classifier"
+        tags.classifier_tags = ClassifierTags()
+        tags.regressor_tags = None
+        tags.target_tags.required = True
+        return tags

@@ -1,0 +1,93 @@
+"""What a search produces: one record per trial and one per study (plain data, no engines)."""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+TrialState = Literal["finished", "pruned", "failed"]
+
+
+@dataclass
+class TrialResult:
+    """One candidate's outcome: its params, per-fold scores and curves, and how it ended."""
+
+    number: int
+    params: dict[str, Any]
+    state: TrialState = "finished"
+    fold_scores: list[float] = field(default_factory=list)
+    fold_epochs: list[int] = field(default_factory=list)
+    fit_seconds: list[float] = field(default_factory=list)
+    score_seconds: list[float] = field(default_factory=list)
+    duration_s: float = 0.0
+    reason: str | None = None
+    run_id: str | None = None
+
+    @property
+    def score(self) -> float:
+        """Mean score over folds (greater is better); NaN unless every fold finished."""
+        if self.state != "finished" or not self.fold_scores:
+            return math.nan
+        return sum(self.fold_scores) / len(self.fold_scores)
+
+    @property
+    def score_std(self) -> float:
+        if self.state != "finished" or not self.fold_scores:
+            return math.nan
+        mean = self.score
+        return math.sqrt(sum((s - mean) ** 2 for s in self.fold_scores) / len(self.fold_scores))
+
+
+@dataclass
+class StudyResult:
+    """All trials of a study, the best one, and the refit best model's held-out test score."""
+
+    name: str
+    trials: list[TrialResult]
+    scoring: str
+    test_score: float | None = None
+    study_run_id: str | None = None
+    experiment_id: str | None = None
+    tracking_uri: str | None = None
+    best_estimator: Any = None
+
+    @property
+    def finished(self) -> list[TrialResult]:
+        return [t for t in self.trials if t.state == "finished" and math.isfinite(t.score)]
+
+    @property
+    def best(self) -> TrialResult | None:
+        return max(self.finished, key=lambda t: t.score, default=None)
+
+    def failure_counts(self) -> Counter:
+        """Failed trials counted by reason (first line, exception type)."""
+        return Counter((t.reason or "unknown").split(":")[0] for t in self.trials if t.state == "failed")
+
+
+class TrialObserver(Protocol):
+    """Progress display hooks the evaluator calls (rich bars in the CLI, nothing in the library)."""
+
+    def trial_started(self, number: int, n_folds: int, epochs: int) -> None: ...
+    def epoch_ended(self, fold: int, epoch: int, logs: dict[str, float]) -> None: ...
+    def trial_ended(self, result: TrialResult) -> None: ...
+
+
+class PruningReporter(Protocol):
+    """How a strategy that prunes (Optuna) hears intermediate values: greater is better."""
+
+    def should_prune(self, value: float, step: int) -> bool: ...
+
+
+class NoObserver:
+    """A TrialObserver that shows nothing."""
+
+    def trial_started(self, number: int, n_folds: int, epochs: int) -> None:
+        pass
+
+    def epoch_ended(self, fold: int, epoch: int, logs: dict[str, float]) -> None:
+        pass
+
+    def trial_ended(self, result: TrialResult) -> None:
+        pass

@@ -1,0 +1,128 @@
+"""One search space, three engines: scipy distributions (random), lists (grid), ``trial.suggest_*`` (Optuna).
+
+Every value a strategy hands on has been through :func:`~hpsearch.dimensions.to_python`, so Keras
+never sees a numpy scalar.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from typing import Any, Protocol
+
+import numpy as np
+from scipy import stats
+from sklearn.model_selection import ParameterGrid, ParameterSampler
+
+from hpsearch.dimensions import Categorical, Dimension, Fixed, Float, Int, to_python
+
+Params = dict[str, Any]
+
+
+class Suggester(Protocol):
+    """The part of ``optuna.Trial`` the space needs (kept here so this module never imports optuna)."""
+
+    def suggest_int(self, name: str, low: int, high: int, *, step: int = 1, log: bool = False) -> int: ...
+    def suggest_float(self, name: str, low: float, high: float, *, step: float | None = None, log: bool = False) -> float: ...
+    def suggest_categorical(self, name: str, choices: Any) -> Any: ...
+
+
+class _IntLogUniform:
+    """A log-uniform integer distribution with the ``rvs`` interface ParameterSampler expects."""
+
+    def __init__(self, low: int, high: int) -> None:
+        self._float = stats.loguniform(low, high + 1)
+        self.low, self.high = low, high
+
+    def rvs(self, random_state: Any = None) -> int:
+        return min(int(self._float.rvs(random_state=random_state)), self.high)
+
+
+def to_scipy(dim: Dimension) -> Any:
+    """A distribution (or list) for scikit-learn's ``ParameterSampler`` / ``RandomizedSearchCV``."""
+    if isinstance(dim, Int):
+        if dim.log:
+            return _IntLogUniform(dim.low, dim.high)
+        return list(range(dim.low, dim.high + 1, dim.step)) if dim.step > 1 else stats.randint(dim.low, dim.high + 1)
+    if isinstance(dim, Float):
+        if dim.step is not None:
+            return _float_steps(dim)
+        if dim.low == dim.high:
+            return [dim.low]
+        return stats.loguniform(dim.low, dim.high) if dim.log else stats.uniform(dim.low, dim.high - dim.low)
+    if isinstance(dim, Categorical):
+        return list(dim.choices)
+    return [dim.value]
+
+
+def _float_steps(dim: Float) -> list[float]:
+    count = int(np.floor((dim.high - dim.low) / dim.step + 1e-9)) + 1
+    return [dim.low + i * dim.step for i in range(count)]
+
+
+def to_grid(dim: Dimension, points: int) -> list[Any]:
+    """The values GridSearchCV tries: all choices, or ``points`` evenly (log-evenly) spaced values."""
+    if isinstance(dim, Categorical):
+        return list(dim.choices)
+    if isinstance(dim, Fixed):
+        return [dim.value]
+    if isinstance(dim, Float):
+        if dim.step is not None:
+            values = _float_steps(dim)
+            return values if len(values) <= points else [values[i] for i in np.linspace(0, len(values) - 1, points).round().astype(int)]
+        spaced = np.geomspace if dim.log else np.linspace
+        return sorted({float(v) for v in spaced(dim.low, dim.high, points)})
+    values = list(range(dim.low, dim.high + 1, dim.step))
+    if len(values) <= points:
+        return values
+    spaced = np.geomspace if dim.log else np.linspace
+    return sorted({int(round(v)) for v in spaced(dim.low, dim.high, points)})
+
+
+def suggest(trial: Suggester, name: str, dim: Dimension) -> Any:
+    """Ask an Optuna trial for one value of ``dim``."""
+    if isinstance(dim, Int):
+        return trial.suggest_int(name, dim.low, dim.high, step=dim.step, log=dim.log)
+    if isinstance(dim, Float):
+        return trial.suggest_float(name, dim.low, dim.high, step=dim.step, log=dim.log)
+    if isinstance(dim, Categorical):
+        if all(isinstance(c, (str, int, float, bool)) or c is None for c in dim.choices):
+            return trial.suggest_categorical(name, list(dim.choices))
+        # Optuna stores only primitives: suggest the index of a composite choice (e.g. a list of widths).
+        index = trial.suggest_categorical(f"{name}__index", list(range(len(dim.choices))))
+        return dim.choices[index]
+    return dim.value
+
+
+class SearchSpace:
+    """A named set of dimensions with the three engine mappings."""
+
+    def __init__(self, dimensions: Mapping[str, Dimension]) -> None:
+        self.dimensions = dict(dimensions)
+
+    @property
+    def fixed(self) -> Params:
+        return {k: d.value for k, d in self.dimensions.items() if isinstance(d, Fixed)}
+
+    def sample(self, n: int, seed: int) -> Iterator[Params]:
+        """``n`` candidates drawn exactly as ``RandomizedSearchCV(n_iter=n, random_state=seed)`` draws them."""
+        distributions = {k: to_scipy(d) for k, d in self.dimensions.items()} or {"__empty__": [None]}
+        for params in ParameterSampler(distributions, n_iter=n, random_state=seed):
+            params.pop("__empty__", None)
+            yield to_python(params)
+
+    def grid(self, points: int) -> Iterator[Params]:
+        """Every candidate of the grid, in ``GridSearchCV``'s order."""
+        grid = {k: to_grid(d, points) for k, d in self.dimensions.items()}
+        for params in ParameterGrid(grid):
+            yield to_python(params)
+
+    def grid_size(self, points: int) -> int:
+        return len(ParameterGrid({k: to_grid(d, points) for k, d in self.dimensions.items()}))
+
+    def suggest(self, trial: Suggester) -> Params:
+        """One candidate from an Optuna trial."""
+        return {name: to_python(suggest(trial, name, dim)) for name, dim in self.dimensions.items()}
+
+    def describe(self) -> dict[str, str]:
+        """A readable one-line form of each dimension (logged as the study's search space)."""
+        return {name: repr(dim) for name, dim in self.dimensions.items()}

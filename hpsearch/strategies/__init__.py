@@ -1,0 +1,18 @@
+"""Search strategies behind one contract (:class:`~hpsearch.strategies.base.Strategy`)."""
+
+from __future__ import annotations
+
+from hpsearch.config import SearchConfig
+from hpsearch.space import SearchSpace
+from hpsearch.strategies.base import Strategy
+
+
+def make_strategy(search: SearchConfig, space: SearchSpace, seed: int, study_name: str) -> Strategy:
+    """The strategy named by ``search.strategy`` (Optuna is imported only when asked for)."""
+    if search.strategy == "optuna":
+        from hpsearch.strategies.optuna_search import OptunaStrategy as chosen
+    else:
+        from hpsearch.strategies.sklearn_search import GridStrategy, RandomStrategy
+
+        chosen = GridStrategy if search.strategy == "grid" else RandomStrategy
+    return chosen(search, space, seed, study_name)

@@ -1,0 +1,42 @@
+"""The strategy contract: propose candidates, hear their results (scikit-learn's ``_run_search``)."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from typing import Any
+
+from hpsearch.config import SearchConfig
+from hpsearch.results import PruningReporter, TrialResult
+from hpsearch.space import SearchSpace
+
+# evaluate(params, trial_number, reporter) -> TrialResult; never raises for a failing candidate.
+Evaluate = Callable[[dict[str, Any], int, "PruningReporter | None"], TrialResult]
+
+
+class Strategy(ABC):
+    """A search strategy. Subclasses implement :meth:`run_search` only."""
+
+    name: str = ""
+
+    def __init__(self, search: SearchConfig, space: SearchSpace, seed: int, study_name: str) -> None:
+        self.search, self.space, self.seed, self.study_name = search, space, seed, study_name
+
+    def planned_trials(self) -> int:
+        """How many trials this run will evaluate (for progress bars)."""
+        return self.search.n_trials
+
+    def resumes(self) -> bool:
+        """Whether a re-run continues the previous run's study (and its MLflow study run)."""
+        return False
+
+    def prepare(self) -> None:
+        """Open storages etc. before any training (errors here are the user's: bad URLs...)."""
+
+    def study_results(self, results: list[TrialResult]) -> list[TrialResult]:
+        """Every trial of the study, including earlier runs' when the strategy resumes."""
+        return results
+
+    @abstractmethod
+    def run_search(self, evaluate: Evaluate) -> list[TrialResult]:
+        """Evaluate candidates until done; return the results of this run's trials."""
