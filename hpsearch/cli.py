@@ -79,7 +79,8 @@ def _print_summary(result: StudyResult) -> None:
         console.print(f"test score of the refit best model: {result.test_score:.5g}")
     uri = mask_credentials(result.tracking_uri or "")
     console.print(f"MLflow: experiment {result.experiment_id}, study run {result.study_run_id} at {uri}")
-    console.print(f"best model: runs:/{result.study_run_id}/model")
+    if result.best_estimator is not None:
+        console.print(f"best model: runs:/{result.study_run_id}/model")
     console.print(f"open the UI: {_ui_command(uri)}")
 
 
@@ -89,7 +90,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     study, text = _load(args)
     plan = plan_study(study)
-    with RichObserver(plan.n_candidates, console) as observer:
+    with RichObserver(console) as observer:
         result = run_study(study, text, observer, plan=plan)
     _print_summary(result)
     if result.best is None:

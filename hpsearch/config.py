@@ -7,6 +7,8 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
+import re
+
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -18,6 +20,22 @@ DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 DEFAULT_OPTUNA_STORAGE = "sqlite:///optuna.db"
 # Parameters the scikeras wrapper consumes itself; everything else goes to the model factory.
 WRAPPER_PARAMS = frozenset({"batch_size", "epochs", "shuffle", "class_weight"})
+
+
+class _Loader(yaml.SafeLoader):
+    """``yaml.safe_load`` that also reads ``3e-4`` as a float (YAML 1.2), not as a string."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
+
+
+def safe_load(text: str) -> Any:
+    """Parse YAML safely (no object construction), with YAML 1.2 floats."""
+    return yaml.load(text, Loader=_Loader)  # noqa: S506  (_Loader is a SafeLoader)
 
 
 class _Strict(BaseModel):
@@ -212,7 +230,7 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
         if not sep or not key:
             raise ConfigError(f"--set expects key.path=value, got {item!r}")
         try:
-            value = yaml.safe_load(text)
+            value = safe_load(text)
         except yaml.YAMLError:
             value = text
         node = raw
@@ -233,7 +251,7 @@ def read_yaml(path: Path) -> Any:
     if not path.is_file():
         raise ConfigError(f"study file {path} does not exist")
     try:
-        return yaml.safe_load(path.read_text(encoding="utf-8"))
+        return safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""

@@ -27,7 +27,7 @@ DEFAULT_SCORING = {"regression": "neg_mean_squared_error", "binary": "accuracy",
                    "multiclass": "accuracy", "multilabel": "accuracy"}
 
 
-class TrialFailed(Exception):
+class TrialFailed(Exception):  # noqa: N818  (reads well in a failure reason: "TrialFailed: the loss became NaN")
     """A trial that ran but produced no usable model (e.g. its loss became NaN)."""
 
 

@@ -13,11 +13,11 @@ from hpsearch.results import TrialResult
 class RichObserver:
     """A TrialObserver drawing two bars; use as a context manager around the search."""
 
-    def __init__(self, n_trials: int, console: Console) -> None:
+    def __init__(self, console: Console) -> None:
         self._progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                                   TextColumn("{task.fields[info]}"), TimeElapsedColumn(),
                                   console=console, transient=False)
-        self._trials = self._progress.add_task("trials", total=n_trials, info="")
+        self._trials = self._progress.add_task("trials", total=None, info="")
         self._epochs = self._progress.add_task("epochs", total=1, info="", visible=False)
         self._best: float | None = None
 
@@ -27,6 +27,9 @@ class RichObserver:
 
     def __exit__(self, *exc: Any) -> None:
         self._progress.stop()
+
+    def search_started(self, n_trials: int) -> None:
+        self._progress.update(self._trials, total=n_trials)
 
     def trial_started(self, number: int, n_folds: int, epochs: int) -> None:
         self._progress.reset(self._epochs, total=n_folds * epochs, visible=True,

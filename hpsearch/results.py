@@ -62,13 +62,14 @@ class StudyResult:
         return max(self.finished, key=lambda t: t.score, default=None)
 
     def failure_counts(self) -> Counter:
-        """Failed trials counted by reason (first line, exception type)."""
-        return Counter((t.reason or "unknown").split(":")[0] for t in self.trials if t.state == "failed")
+        """Failed trials counted by reason."""
+        return Counter(t.reason or "unknown" for t in self.trials if t.state == "failed")
 
 
 class TrialObserver(Protocol):
     """Progress display hooks the evaluator calls (rich bars in the CLI, nothing in the library)."""
 
+    def search_started(self, n_trials: int) -> None: ...
     def trial_started(self, number: int, n_folds: int, epochs: int) -> None: ...
     def epoch_ended(self, fold: int, epoch: int, logs: dict[str, float]) -> None: ...
     def trial_ended(self, result: TrialResult) -> None: ...
@@ -82,6 +83,9 @@ class PruningReporter(Protocol):
 
 class NoObserver:
     """A TrialObserver that shows nothing."""
+
+    def search_started(self, n_trials: int) -> None:
+        pass
 
     def trial_started(self, number: int, n_folds: int, epochs: int) -> None:
         pass

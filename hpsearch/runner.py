@@ -78,6 +78,7 @@ def run_study(study: StudyConfig, study_text: str, observer: TrialObserver | Non
     tracker.check_reachable()
     evaluator = Evaluator(study, plan.data, plan.factory, tracker, observer)
     plan.strategy.prepare()
+    observer.search_started(plan.strategy.planned_trials())
     study_run = tracker.start_study(study.name, _study_params(plan, evaluator.scoring), study_text,
                                     resume=plan.strategy.resumes())
     try:

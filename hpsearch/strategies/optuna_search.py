@@ -28,7 +28,7 @@ class OptunaStrategy(Strategy):
     """An Optuna study (TPE by default) in a storage, so that re-running the study resumes it."""
 
     name = "optuna"
-    study: optuna.Study
+    study: optuna.Study | None = None
 
     def resumes(self) -> bool:
         return True
@@ -66,7 +66,8 @@ class OptunaStrategy(Strategy):
         return [t for t in self.study.get_trials(deepcopy=False) if t.state in _DONE]
 
     def planned_trials(self) -> int:
-        return max(self.search.n_trials - len(self._done()), 0)
+        """Trials still to run: n_trials minus those the storage already holds (once prepared)."""
+        return max(self.search.n_trials - len(self._done()), 0) if self.study else self.search.n_trials
 
     def study_results(self, results: list[TrialResult]) -> list[TrialResult]:
         """Every finished trial in the storage, earlier runs' included (this run's as measured)."""

@@ -1,0 +1,120 @@
+"""The scikeras wrappers (scikit-learn tags, validation data, callbacks) and the chapter's MLP."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scikeras.wrappers
+from sklearn.base import clone, is_classifier, is_regressor
+from sklearn.model_selection import GridSearchCV, KFold, StratifiedKFold, check_cv, cross_validate
+
+from hpsearch.models.backend import keras
+from hpsearch.models.mlp import OPTIMIZERS, build_mlp, make_optimizer
+from hpsearch.models.wrappers import KerasClassifier, KerasRegressor
+
+
+def test_stock_scikeras_is_mis_tagged_and_ours_is_not():
+    # The trap: scikeras 0.13 predates scikit-learn's tags API.
+    assert not is_classifier(scikeras.wrappers.KerasClassifier())
+    assert is_classifier(KerasClassifier()) and not is_regressor(KerasClassifier())
+    assert is_regressor(KerasRegressor()) and not is_classifier(KerasRegressor())
+    y = np.array([0, 1] * 10)
+    assert isinstance(check_cv(3, y, classifier=is_classifier(KerasClassifier())), StratifiedKFold)
+    assert isinstance(check_cv(3, y, classifier=is_classifier(scikeras.wrappers.KerasClassifier())), KFold)
+
+
+def sorted_binary(n: int = 60) -> tuple[np.ndarray, np.ndarray]:
+    """Labels sorted by class: plain KFold would give single-class folds, stratified ones do not."""
+    rng = np.random.default_rng(0)
+    y = np.array([0] * (n // 2) + [1] * (n // 2))
+    X = (rng.normal(size=(n, 3)) + y[:, None]).astype("float32")
+    return X, y
+
+
+def test_classifier_searches_stratify():
+    X, y = sorted_binary()
+    clf = KerasClassifier(build_mlp, epochs=1, verbose=0)
+    folds = cross_validate(clf, X, y, cv=3, return_indices=True)["indices"]["test"]
+    for test in folds:
+        assert np.mean(y[test]) == pytest.approx(0.5)
+    search = GridSearchCV(clf, {"model__n_neurons": [2, 3]}, cv=3).fit(X, y)
+    assert np.isfinite(search.best_score_)
+
+
+def test_validation_data_labels_are_encoded_and_fit_callbacks_honoured():
+    X, _ = sorted_binary()
+    y = np.array(["cat", "dog"] * 30)
+
+    class Count(keras.callbacks.Callback):
+        epochs = 0
+
+        def on_epoch_end(self, epoch, logs=None):
+            Count.epochs += 1
+            assert "val_loss" in logs
+
+    clf = KerasClassifier(build_mlp, epochs=3, verbose=0)
+    clf.fit(X, y, validation_data=(X[:10], y[:10]), callbacks=[Count()])
+    assert Count.epochs == 3
+    assert set(clf.predict(X)) <= {"cat", "dog"}
+    assert clf._fit_callbacks == []  # the one-off callbacks are not kept on the estimator
+
+
+def chapter_build_model(n_hidden=1, n_neurons=30, learning_rate=3e-3, input_shape=(3,)):
+    """The chapter's own build_model, unchanged in spirit."""
+    model = keras.Sequential([keras.Input(shape=input_shape)])
+    for _ in range(n_hidden):
+        model.add(keras.layers.Dense(n_neurons, activation="relu"))
+    model.add(keras.layers.Dense(1))
+    model.compile(loss="mse", optimizer=keras.optimizers.SGD(learning_rate=learning_rate))
+    return model
+
+
+def test_factory_params_settable_without_declaring_them():
+    X, y = sorted_binary()
+    reg = KerasRegressor(chapter_build_model, epochs=1, verbose=0)
+    reg.set_params(n_hidden=2, n_neurons=5)
+    cloned = clone(reg)
+    assert cloned.get_params()["n_hidden"] == 2
+    cloned.fit(X, y.astype("float32"))
+    assert len(cloned.model_.layers) == 3
+    with pytest.raises(ValueError, match="Invalid parameter"):
+        reg.set_params(n_hiden=2)
+
+
+META = {"X_shape_": (10, 4), "n_features_in_": 4}
+
+
+@pytest.mark.parametrize("target_type, extra, units, activation, loss", [
+    ("continuous", {"n_outputs_": 1}, 1, "linear", "mse"),
+    ("continuous-multioutput", {"n_outputs_": 3}, 3, "linear", "mse"),
+    ("binary", {"n_classes_": 2}, 1, "sigmoid", "binary_crossentropy"),
+    ("multilabel-indicator", {"n_classes_": 5}, 5, "sigmoid", "binary_crossentropy"),
+    ("multiclass", {"n_classes_": 7}, 7, "softmax", "sparse_categorical_crossentropy"),
+])
+def test_mlp_head_follows_the_task(target_type, extra, units, activation, loss):
+    model = build_mlp({**META, "target_type_": target_type, **extra}, n_hidden=2, n_neurons=8)
+    head = model.layers[-1]
+    assert head.units == units and head.activation.__name__ == activation
+    assert model.loss == loss
+    assert [layer.units for layer in model.layers[:-1]] == [8, 8]
+
+
+def test_mlp_per_layer_widths_images_and_numpy_scalars():
+    meta = {"X_shape_": (10, 28, 28), "target_type_": "multiclass", "n_classes_": 10}
+    model = build_mlp(meta, n_neurons=[300, 100], n_hidden=np.int64(5), learning_rate=np.float64(0.01))
+    dense = [layer for layer in model.layers if isinstance(layer, keras.layers.Dense)]
+    assert [d.units for d in dense] == [300, 100, 10]
+    assert isinstance(model.layers[0], keras.layers.Flatten)
+
+
+@pytest.mark.parametrize("name", OPTIMIZERS)
+def test_every_optimizer_builds_with_its_learning_rate(name):
+    optimizer = make_optimizer(name, 0.02)
+    assert float(optimizer.learning_rate) == pytest.approx(0.02)
+    if name in ("momentum", "nesterov"):
+        assert optimizer.momentum == pytest.approx(0.9) and optimizer.nesterov == (name == "nesterov")
+
+
+def test_unknown_optimizer_is_named():
+    with pytest.raises(ValueError, match="unknown optimizer 'sgdd'"):
+        make_optimizer("sgdd", 0.01)

@@ -1,0 +1,163 @@
+"""End to end: real Keras training, real MLflow (a server subprocess and the embedded SQLite store)."""
+
+from __future__ import annotations
+
+import math
+import sys
+import textwrap
+
+import mlflow
+import numpy as np
+import pytest
+from conftest import tiny_study, write_study
+from mlflow import MlflowClient
+
+from hpsearch.cli import main
+from hpsearch.config import load_study, parse_study
+from hpsearch.data import load_dataset
+from hpsearch.runner import run_study
+from hpsearch.space import SearchSpace
+
+pytestmark = pytest.mark.slow
+
+
+def study_runs(client: MlflowClient, experiment: str) -> tuple:
+    """(study run, its child runs) of an experiment, as a user browsing MLflow finds them."""
+    exp = client.get_experiment_by_name(experiment)
+    runs = client.search_runs([exp.experiment_id], max_results=1000)
+    studies = [r for r in runs if r.data.tags.get("hpsearch.role") == "study"]
+    assert len(studies) == 1
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == studies[0].info.run_id]
+    return studies[0], sorted(children, key=lambda r: int(r.data.tags["hpsearch.trial"]))
+
+
+def test_study_against_real_mlflow_server(mlflow_server, workdir):
+    raw = tiny_study(name="e2e-server", tracking__uri=mlflow_server, search__n_trials=3)
+    path = write_study(workdir, raw)
+    study = load_study(path)
+    result = run_study(study, path.read_text())
+
+    client = MlflowClient(mlflow_server)
+    study_run, trials = study_runs(client, "e2e-server")
+    assert len(trials) == 3 == len(result.trials)
+    assert study_run.info.status == "FINISHED"
+    assert not (workdir / "mlflow.db").exists()  # everything went to the server
+
+    expected_params = list(SearchSpace(study.search.space).sample(3, study.seed))
+    for trial, run, params in zip(result.trials, trials, expected_params):
+        assert run.info.status == "FINISHED" and run.data.tags["hpsearch.state"] == "finished"
+        assert {k: run.data.params[k] for k in params} == {k: str(v) for k, v in params.items()}
+        for fold, epochs in enumerate(trial.fold_epochs):
+            for metric in ("loss", "val_loss", "accuracy", "val_accuracy"):
+                history = client.get_metric_history(run.info.run_id, f"fold{fold}/{metric}")
+                assert [m.step for m in history] == list(range(epochs))
+        assert run.data.metrics["score"] == pytest.approx(trial.score)
+        assert run.data.metrics["epochs"] == max(trial.fold_epochs)
+
+    # The trial model (first fold's) loads back and reproduces its logged fold score.
+    data = load_dataset(study.data, study.seed)
+    from sklearn.model_selection import StratifiedKFold
+    _, test_idx = next(StratifiedKFold(2).split(data.X_train, data.y_train))
+    mlflow.set_tracking_uri(mlflow_server)
+    first = trials[0]
+    model = mlflow.sklearn.load_model(f"runs:/{first.info.run_id}/model")
+    accuracy = float((model.predict(data.X_train[test_idx]) == data.y_train[test_idx]).mean())
+    assert accuracy == pytest.approx(first.data.metrics["fold0/score"])
+
+    # The study run: best params/score, test score, the study file, and the refit best model.
+    best = result.best
+    assert study_run.data.metrics["best_score"] == pytest.approx(best.score)
+    assert study_run.data.metrics["test_score"] == pytest.approx(result.test_score)
+    assert study_run.data.tags["hpsearch.best_run_id"] == best.run_id
+    assert study_run.data.params["strategy"] == "random"
+    assert "tensorflow" in "".join(study_run.data.tags)
+    artifacts = {a.path for a in client.list_artifacts(study_run.info.run_id)}
+    assert {"study.yaml", "model"} <= artifacts
+    loaded = mlflow.sklearn.load_model(f"runs:/{study_run.info.run_id}/model")
+    np.testing.assert_array_equal(loaded.predict(data.X_test), result.best_estimator.predict(data.X_test))
+    np.testing.assert_allclose(loaded.predict_proba(data.X_test), result.best_estimator.predict_proba(data.X_test),
+                               rtol=1e-6)
+
+
+@pytest.mark.parametrize("strategy", ["random", "grid", "optuna"])
+def test_cli_strategies_on_embedded_store(workdir, strategy, capsys):
+    raw = tiny_study(name=f"cli-{strategy}", search__grid_points=2,
+                     search__space={"n_neurons": {"int": [4, 8]}, "learning_rate": 0.003})
+    path = write_study(workdir, raw)
+    assert main(["run", str(path), "--set", f"search.strategy={strategy}"]) == 0
+    out = capsys.readouterr().out
+    assert "best trials" in out and "hpsearch ui" in out
+
+    client = MlflowClient("sqlite:///mlflow.db")
+    study_run, trials = study_runs(client, f"cli-{strategy}")
+    assert len(trials) == 2  # grid: n_neurons at 2 points; random/optuna: n_trials=2
+    assert all(t.data.tags["hpsearch.state"] == "finished" for t in trials)
+    assert study_run.data.params["strategy"] == strategy
+    assert (workdir / "mlartifacts").is_dir()
+    if strategy == "grid":
+        assert sorted(int(t.data.params["n_neurons"]) for t in trials) == [4, 8]
+
+
+def test_optuna_rerun_resumes_same_study(workdir):
+    raw = tiny_study(name="resume", search__strategy="optuna", search__n_trials=2, search__cv=None)
+    path = write_study(workdir, raw)
+    assert main(["run", str(path)]) == 0
+    assert main(["run", str(path), "--set", "search.n_trials=3"]) == 0
+
+    import optuna
+    stored = optuna.load_study(study_name="resume", storage="sqlite:///optuna.db")
+    assert len(stored.trials) == 3
+    study_run, trials = study_runs(MlflowClient("sqlite:///mlflow.db"), "resume")
+    assert [t.data.tags["hpsearch.trial"] for t in trials] == ["0", "1", "2"]
+    assert study_run.info.status == "FINISHED"
+    # holdout mode: curves carry no fold prefix
+    history = MlflowClient("sqlite:///mlflow.db").get_metric_history(trials[0].info.run_id, "val_loss")
+    assert len(history) == int(trials[0].data.metrics["epochs"])
+
+
+def test_failing_trials_are_recorded_and_the_study_goes_on(workdir, monkeypatch):
+    (workdir / "flaky_models.py").write_text(textwrap.dedent("""
+        from hpsearch.models.mlp import build_mlp
+
+        def build_model(meta, n_neurons=8, explode=False):
+            if explode:
+                raise RuntimeError("boom: this architecture cannot be built")
+            return build_mlp(meta, n_neurons=n_neurons, optimizer="adam")
+    """))
+    monkeypatch.syspath_prepend(str(workdir))
+    sys.modules.pop("flaky_models", None)
+    raw = tiny_study(name="flaky", model={"factory": "flaky_models:build_model"}, search__strategy="grid",
+                     search__space={"explode": [False, True]})
+    study = parse_study(raw)
+    result = run_study(study, "")
+    states = {t.params["explode"]: t for t in result.trials}
+    assert states[False].state == "finished" and states[True].state == "failed"
+    assert "boom" in states[True].reason
+    _, trials = study_runs(MlflowClient("sqlite:///mlflow.db"), "flaky")
+    failed = [t for t in trials if t.data.tags["hpsearch.state"] == "failed"]
+    assert len(failed) == 1 and failed[0].info.status == "FAILED"
+    assert "RuntimeError: boom" in failed[0].data.tags["hpsearch.reason"]
+    assert result.test_score is not None
+
+
+def test_nan_loss_fails_the_trial_and_all_failed_exits_nonzero(workdir, capsys):
+    raw = tiny_study(name="diverge", data={"dataset": "diabetes"}, search__n_trials=1, search__cv=None,
+                     model={"factory": "mlp", "params": {"optimizer": "sgd"}},
+                     search__space={"learning_rate": 1.0e6}, training__early_stopping=False)
+    path = write_study(workdir, raw)
+    assert main(["run", str(path)]) == 1
+    captured = capsys.readouterr()
+    assert "every trial" in captured.err and "NaN" in captured.out
+    study_run, trials = study_runs(MlflowClient("sqlite:///mlflow.db"), "diverge")
+    assert trials[0].data.tags["hpsearch.state"] == "failed"
+    assert "NaN" in trials[0].data.tags["hpsearch.reason"]
+    assert study_run.info.status == "FAILED"
+
+
+def test_same_seed_same_candidates_and_scores(workdir):
+    raw = tiny_study(name="seeded", search__cv=None)
+    first = run_study(parse_study(raw), "")
+    second = run_study(parse_study({**raw, "name": "seeded-again"}), "")
+    assert [t.params for t in first.trials] == [t.params for t in second.trials]
+    for a, b in zip(first.trials, second.trials):
+        assert math.isclose(a.score, b.score, abs_tol=1e-6)
