@@ -62,7 +62,7 @@ def _ui_command(uri: str) -> str:
     return "hpsearch ui" + suffix if not uri.startswith("http") else f"open {uri} in a browser"
 
 
-def _print_summary(result: StudyResult) -> None:
+def _print_best_trials(result: StudyResult) -> None:
     table = Table(title=f"best trials of {result.name} ({result.scoring}, greater is better)")
     for column in ("trial", "score", "std", "params", "epochs"):
         table.add_column(column)
@@ -71,17 +71,22 @@ def _print_summary(result: StudyResult) -> None:
         table.add_row(str(trial.number), f"{trial.score:.5g}", f"{trial.score_std:.3g}", params,
                       "/".join(map(str, trial.fold_epochs)))
     console.print(table)
+
+
+def _print_summary(result: StudyResult) -> None:
+    if result.finished:
+        _print_best_trials(result)
     states = {s: sum(t.state == s for t in result.trials) for s in ("finished", "pruned", "failed")}
     console.print(f"trials: {states['finished']} finished, {states['pruned']} pruned, {states['failed']} failed")
     for reason, count in result.failure_counts().items():
-        console.print(f"  failed x{count}: {reason}")
+        console.print(f"  failed x{count}: {reason}", highlight=False)
     if result.test_score is not None and math.isfinite(result.test_score):
         console.print(f"test score of the refit best model: {result.test_score:.5g}")
     uri = mask_credentials(result.tracking_uri or "")
-    console.print(f"MLflow: experiment {result.experiment_id}, study run {result.study_run_id} at {uri}")
+    console.print(f"MLflow: experiment {result.experiment_id}, study run {result.study_run_id} at {uri}", soft_wrap=True)
     if result.best_estimator is not None:
-        console.print(f"best model: runs:/{result.study_run_id}/model")
-    console.print(f"open the UI: {_ui_command(uri)}")
+        console.print(f"best model: runs:/{result.study_run_id}/model", soft_wrap=True)
+    console.print(f"open the UI: {_ui_command(uri)}", soft_wrap=True)
 
 
 def cmd_run(args: argparse.Namespace) -> int:

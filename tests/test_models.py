@@ -118,3 +118,11 @@ def test_every_optimizer_builds_with_its_learning_rate(name):
 def test_unknown_optimizer_is_named():
     with pytest.raises(ValueError, match="unknown optimizer 'sgdd'"):
         make_optimizer("sgdd", 0.01)
+
+
+def test_regressor_with_whole_number_target_gets_a_regression_head():
+    X, _ = sorted_binary()
+    y = (np.arange(60) % 40).astype("float64")  # like scikit-learn's diabetes target
+    reg = KerasRegressor(build_mlp, epochs=1, verbose=0).fit(X, y)
+    assert reg.model_.layers[-1].units == 1 and reg.model_.loss == "mse"
+    assert reg.predict(X).dtype.kind == "f"

@@ -6,6 +6,7 @@ Fixes over scikeras 0.13:
 - ``fit(..., callbacks=[...])`` is honoured for that fit instead of silently dropped.
 - ``fit(..., validation_data=(X, y))`` goes through the same feature and target encoders as the
   training data (class labels such as strings are encoded, not passed raw to Keras).
+- A regressor's whole-number target is still continuous (scikeras called it "multiclass").
 - Parameters of the ``model`` factory can be set by their plain names (``set_params(n_hidden=2)``)
   without declaring them in the constructor.
 """
@@ -15,6 +16,7 @@ from __future__ import annotations
 import inspect
 from typing import Any
 
+import numpy as np
 from sklearn.utils import ClassifierTags, RegressorTags
 
 import hpsearch.models.backend  # noqa: F401, I001  (first: quiets TensorFlow before scikeras imports it)
@@ -56,6 +58,11 @@ class _Fixed:
 
 class KerasRegressor(_Fixed, sk.KerasRegressor):
     """scikeras' KerasRegressor, tagged as a regressor for scikit-learn >= 1.6."""
+
+    def _type_of_target(self, y: Any) -> str:
+        # A regressor's target is continuous even when its values happen to be whole numbers
+        # (scikeras would call integer-valued targets "multiclass").
+        return "continuous-multioutput" if np.ndim(y) == 2 and np.shape(y)[1] > 1 else "continuous"
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
