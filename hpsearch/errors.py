@@ -9,7 +9,7 @@ class HpsearchError(Exception):
     exit_code = 2
 
 
-class ConfigError(HpsearchError):
+class ConfigError(HpsearchError, ValueError):
     """The study file (or a ``--set`` override) is invalid; ``field`` names the offending key."""
 
     def __init__(self, message: str, field: str | None = None) -> None:
@@ -17,7 +17,7 @@ class ConfigError(HpsearchError):
         super().__init__(f"{field}: {message}" if field else message)
 
 
-class DataError(HpsearchError):
+class DataError(HpsearchError, ValueError):
     """The data cannot be loaded or does not fit the study (missing file, bad column, too few rows)."""
 
 

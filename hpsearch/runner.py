@@ -1,32 +1,66 @@
-"""One path through a study: validate everything, then search, refit the best, test it once, record it.
+"""One path through a search: validate everything, search, refit the best, test it once, record it.
 
-Both doors (the CLI and the Python API) call :func:`run_study`.
+:func:`run_search` is the engine both doors share: :func:`run_study` (the CLI's study files) and
+:class:`hpsearch.SearchCV` (scikit-learn code) only assemble its parts differently.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+
+from sklearn.base import is_classifier
 
 from hpsearch.config import StudyConfig
 from hpsearch.data import Dataset, load_dataset
 from hpsearch.errors import ConfigError, mask_credentials
-from hpsearch.evaluation import Evaluator
+from hpsearch.evaluation import DEFAULT_SCORING, Evaluator, Splits, make_folds
+from hpsearch.fitting import StudyFitter
 from hpsearch.models.estimator import check_params, resolve_factory
 from hpsearch.results import NoObserver, StudyResult, TrialObserver
 from hpsearch.space import SearchSpace
 from hpsearch.strategies import Strategy, make_strategy
+from hpsearch.tracking_base import Tracker
+
+
+def run_search(name: str, strategy: Strategy, evaluator: Evaluator, tracker: Tracker, study_params: dict[str, Any],
+               study_text: str, refit: Callable[[dict[str, Any]], Any] | None,
+               test: tuple[Any, Any] | None = None, observer: TrialObserver | None = None) -> StudyResult:
+    """Search with ``strategy``, refit the best candidate, score it once on ``test``, record it all."""
+    observer = observer or NoObserver()
+    tracker.check_reachable()  # reads only; then the first write: the strategy's storage
+    strategy.prepare()
+    observer.search_started(strategy.planned_trials())
+    study_run = tracker.start_study(name, study_params, study_text, resume=strategy.resumes())
+    try:
+        trials = strategy.study_results(strategy.run_search(evaluator))
+        result = StudyResult(name, trials, evaluator.scoring, study_run_id=study_run,
+                             experiment_id=tracker.experiment_id, tracking_uri=tracker.tracking_uri)
+        if result.best is not None and refit is not None:
+            result.best_estimator = refit(result.best.params)
+            if test is not None:
+                result.test_score = evaluator.score(result.best_estimator, *test)
+    except BaseException as exc:  # Ctrl-C or a bug: close the MLflow runs, never leave them RUNNING
+        interrupted = isinstance(exc, KeyboardInterrupt)
+        tracker.abort("interrupted (Ctrl-C)" if interrupted else f"{type(exc).__name__}: {exc}",
+                      status="KILLED" if interrupted else "FAILED")
+        raise
+    extra = {"tracking_uri": mask_credentials(tracker.tracking_uri or "")}
+    tracker.end_study(result, extra, status="FINISHED" if result.best is not None else "FAILED")
+    return result
 
 
 @dataclass
 class Plan:
-    """A validated study, ready to run: nothing has been written anywhere yet."""
+    """A validated study file, ready to run: nothing has been written anywhere yet."""
 
     study: StudyConfig
     data: Dataset
-    factory: Any
+    fitter: StudyFitter
     space: SearchSpace
     strategy: Strategy
+    splits: Splits
 
     @property
     def n_candidates(self) -> int:
@@ -44,9 +78,13 @@ def plan_study(study: StudyConfig) -> Plan:
     factory = resolve_factory(study.model.factory)
     check_params(factory, list(study.model.params), "model.params")
     check_params(factory, list(study.search.space), "search.space")
+    fitter = StudyFitter(study, factory, data.task)
+    cv = study.search.cv
+    folds = make_folds(data.X_train, data.y_train, cv, is_classifier(fitter.new_estimator({}))) if cv else []
+    splits = Splits(data.X_train, data.y_train, folds, data.X_valid, data.y_valid)
     space = SearchSpace(study.search.space)
     strategy = make_strategy(study.search, space, study.seed, study.name)
-    return Plan(study, data, factory, space, strategy)
+    return Plan(study, data, fitter, space, strategy, splits)
 
 
 def _study_params(plan: Plan, scoring: str) -> dict[str, Any]:
@@ -69,33 +107,20 @@ def _study_params(plan: Plan, scoring: str) -> dict[str, Any]:
 
 def run_study(study: StudyConfig, study_text: str, observer: TrialObserver | None = None,
               plan: Plan | None = None) -> StudyResult:
-    """Run a whole study and return its results (the refit best model included)."""
+    """Run a whole study file: search on train (cv folds or the validation split), test once at the end."""
     from hpsearch.tracking import MlflowTracker
 
     plan = plan or plan_study(study)
     observer = observer or NoObserver()
+    data, fitter = plan.data, plan.fitter
+    scoring = study.search.scoring or DEFAULT_SCORING[data.task]
     tracker = MlflowTracker(study.tracking.resolved_uri(), study.experiment_name, study.tracking.log_models)
-    tracker.check_reachable()
-    evaluator = Evaluator(study, plan.data, plan.factory, tracker, observer)
-    plan.strategy.prepare()
-    observer.search_started(plan.strategy.planned_trials())
-    study_run = tracker.start_study(study.name, _study_params(plan, evaluator.scoring), study_text,
-                                    resume=plan.strategy.resumes())
-    try:
-        trials = plan.strategy.study_results(plan.strategy.run_search(evaluator))
-        result = StudyResult(study.name, trials, evaluator.scoring, study_run_id=study_run,
-                             experiment_id=tracker.experiment_id, tracking_uri=tracker.tracking_uri)
-        if result.best is not None:
-            data = plan.data
-            validation = (data.X_valid, data.y_valid) if data.X_valid is not None else None
-            result.best_estimator = evaluator.fit(result.best.params, data.X_train, data.y_train, validation,
-                                                  study.seed)
-            result.test_score = evaluator.score(result.best_estimator, data.X_test, data.y_test)
-    except BaseException as exc:  # Ctrl-C or a bug: close the MLflow runs, never leave them RUNNING
-        interrupted = isinstance(exc, KeyboardInterrupt)
-        tracker.abort("interrupted (Ctrl-C)" if interrupted else f"{type(exc).__name__}: {exc}",
-                      status="KILLED" if interrupted else "FAILED")
-        raise
-    tracker.end_study(result, {"tracking_uri": mask_credentials(tracker.tracking_uri)},
-                      status="FINISHED" if result.best is not None else "FAILED")
-    return result
+    evaluator = Evaluator(plan.splits, fitter, scoring, tracker, observer, study.seed,
+                          study.training.epochs)
+    validation = (data.X_valid, data.y_valid) if data.X_valid is not None else None
+
+    def refit(params: dict[str, Any]) -> Any:
+        return fitter(params, data.X_train, data.y_train, validation, study.seed, lambda epoch, logs: False)
+
+    return run_search(study.name, plan.strategy, evaluator, tracker, _study_params(plan, scoring), study_text,
+                      refit, test=(data.X_test, data.y_test), observer=observer)

@@ -65,17 +65,15 @@ def to_grid(dim: Dimension, points: int) -> list[Any]:
         return list(dim.choices)
     if isinstance(dim, Fixed):
         return [dim.value]
-    if isinstance(dim, Float):
-        if dim.step is not None:
-            values = _float_steps(dim)
-            return values if len(values) <= points else [values[i] for i in np.linspace(0, len(values) - 1, points).round().astype(int)]
+    if isinstance(dim, Float) and dim.step is None:
         spaced = np.geomspace if dim.log else np.linspace
         return sorted({float(v) for v in spaced(dim.low, dim.high, points)})
-    values = list(range(dim.low, dim.high + 1, dim.step))
+    if isinstance(dim, Int) and dim.log:
+        return sorted({int(round(v)) for v in np.geomspace(dim.low, dim.high, points)})
+    values = _float_steps(dim) if isinstance(dim, Float) else list(range(dim.low, dim.high + 1, dim.step))
     if len(values) <= points:
         return values
-    spaced = np.geomspace if dim.log else np.linspace
-    return sorted({int(round(v)) for v in spaced(dim.low, dim.high, points)})
+    return [values[i] for i in sorted(set(np.linspace(0, len(values) - 1, points).round().astype(int)))]
 
 
 def suggest(trial: Suggester, name: str, dim: Dimension) -> Any:

@@ -117,10 +117,17 @@ class MlflowTracker:
 
     def __init__(self, tracking_uri: str, experiment: str, log_models: bool = True) -> None:
         self.tracking_uri, self.experiment_name, self.log_models = tracking_uri, experiment, log_models
-        self.client = MlflowClient(tracking_uri)
+        self._client: MlflowClient | None = None
         self.experiment_id: str | None = None
         self.study: _Run | None = None
         self._open_trial: _Run | None = None
+
+    @property
+    def client(self) -> MlflowClient:
+        """The MLflow client, created on first use (creating it may create the local SQLite store)."""
+        if self._client is None:
+            self._client = MlflowClient(self.tracking_uri)
+        return self._client
 
     def check_reachable(self) -> None:
         """Fail fast, before any training, when the tracking server does not answer."""

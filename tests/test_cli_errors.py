@@ -22,14 +22,6 @@ from conftest import tiny_study, write_study
 REPO = Path(__file__).resolve().parents[1]
 WRITES = ("mlflow.db", "mlartifacts", "optuna.db", "mlruns")
 
-CV_BUG = ("BUG hpsearch/runner.py plan_study (lines 36-49): the 'folds vs rows' check lives only in "
-          "Evaluator._folds (hpsearch/evaluation.py:56), which run_study builds after MlflowTracker has created "
-          "./mlflow.db (runner.py:76-78); so `check` accepts cv=20 on 7 training rows (exit 0) and `run` fails "
-          "with the right message but leaves mlflow.db behind. plan_study should refuse it, naming search.cv")
-STORAGE_BUG = ("BUG hpsearch/runner.py run_study (lines 76-80): strategy.prepare() opens search.storage only "
-               "after MlflowTracker (MlflowClient) has created ./mlflow.db, so a bad storage URL leaves "
-               "mlflow.db behind; prepare() (and the fold check) should run before the tracker is created")
-
 
 def write_csv(folder: Path, n: int = 12, name: str = "data.csv") -> Path:
     """A small regression csv: columns a, b and the target y."""
@@ -76,14 +68,11 @@ CASES = [
     pytest.param("check", tiny_study(data={**CSV_DATA, "target": "price"}), [],
                  ["data.target", "'price' not found", "data.csv"], id="missing-target-column"),
     pytest.param("check", tiny_study(data=CSV_DATA, search__cv=20), [],
-                 ["search.cv"], id="fewer-rows-than-folds-check",
-                 marks=pytest.mark.xfail(reason=CV_BUG, strict=True)),
+                 ["search.cv"], id="fewer-rows-than-folds-check"),
     pytest.param("run", tiny_study(data=CSV_DATA, search__cv=20), [],
-                 ["search.cv"], id="fewer-rows-than-folds-run",
-                 marks=pytest.mark.xfail(reason=CV_BUG, strict=True)),
+                 ["search.cv"], id="fewer-rows-than-folds-run"),
     pytest.param("run", tiny_study(search__strategy="optuna", search__storage="nosuchdb://user:secret@localhost/x"), [],
-                 ["search.storage", "nosuchdb://user:***@localhost/x"], id="bad-optuna-storage",
-                 marks=pytest.mark.xfail(reason=STORAGE_BUG, strict=True)),
+                 ["search.storage", "nosuchdb://user:***@localhost/x"], id="bad-optuna-storage"),
     pytest.param("run", tiny_study(), ["--set", "search.n_trials"],
                  ["--set expects key.path=value", "'search.n_trials'"], id="set-without-equals"),
 ]

@@ -302,10 +302,6 @@ def test_log_float_grid_is_geometric():
     assert all(type(v) is float for v in values)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG hpsearch/space.py to_grid (Int branch, lines 74-78): the grid of a stepped "
-                   "Int ignores the step: Int(0, 100, step=10) with 4 points gives [0, 33, 67, 100], values "
-                   "the range (and Optuna) never produces; it should pick from range(low, high + 1, step) as the "
-                   "Float step branch does")
 @pytest.mark.parametrize(("dim", "points"), [(Int(0, 100, step=10), 4), (Int(0, 95, step=10), 3)], ids=str)
 def test_stepped_int_grid_stays_on_the_step(dim, points):
     allowed = set(range(dim.low, dim.high + 1, dim.step))

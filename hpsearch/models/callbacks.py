@@ -24,9 +24,14 @@ class _EpochHook(keras.callbacks.Callback):
             self.model.stop_training = True
 
 
+def nan_guard(hook: EpochHook) -> list[keras.callbacks.Callback]:
+    """The callbacks every fit gets: the epoch hook and TerminateOnNaN."""
+    return [_EpochHook(hook), keras.callbacks.TerminateOnNaN()]
+
+
 def fit_callbacks(training: TrainingConfig, hook: EpochHook, has_validation: bool) -> list[keras.callbacks.Callback]:
-    """The callbacks of one fit: the epoch hook, TerminateOnNaN, and EarlyStopping when configured."""
-    callbacks: list[keras.callbacks.Callback] = [_EpochHook(hook), keras.callbacks.TerminateOnNaN()]
+    """The callbacks of one study fit: :func:`nan_guard`, and EarlyStopping when configured."""
+    callbacks = nan_guard(hook)
     stopping = training.early_stopping
     if stopping is not None:
         monitor = stopping.monitor if has_validation else stopping.monitor.removeprefix("val_")

@@ -23,6 +23,11 @@ import hpsearch.models.backend  # noqa: F401, I001  (first: quiets TensorFlow be
 import scikeras.wrappers as sk  # noqa: E402
 
 
+def is_keras_wrapper(estimator: Any) -> bool:
+    """Whether ``estimator`` is a scikeras wrapper (ours or scikeras' own)."""
+    return isinstance(estimator, sk.BaseWrapper)
+
+
 class _Fixed:
     """Behaviour shared by both wrappers; see the module docstring."""
 

@@ -1,0 +1,90 @@
+"""How one candidate becomes one fitted model: from a study file, or from a user's scikit-learn estimator.
+
+Both fitters start every fit from a fresh Keras session (no leaked graphs, no retracing across
+trials), feed the per-epoch hook, and turn a NaN loss into :class:`TrialFailed`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+from sklearn.base import clone
+from sklearn.pipeline import Pipeline
+
+from hpsearch.config import StudyConfig
+from hpsearch.models.backend import fresh_session
+from hpsearch.models.callbacks import EpochHook, fit_callbacks, nan_guard
+from hpsearch.models.estimator import assemble, make_estimator, make_preprocessor
+from hpsearch.models.wrappers import is_keras_wrapper
+
+Validation = tuple[np.ndarray, np.ndarray] | None
+Fitter = Callable[[dict[str, Any], Any, Any, Validation, int, EpochHook], Any]
+
+
+class TrialFailed(Exception):  # noqa: N818  (reads well in a failure reason: "TrialFailed: the loss became NaN")
+    """A trial that ran but produced no usable model (e.g. its loss became NaN)."""
+
+
+def _check_history(wrapper: Any) -> None:
+    losses = getattr(wrapper, "history_", {}).get("loss", [])
+    if any(not math.isfinite(v) for v in losses):
+        raise TrialFailed(f"the loss became NaN/inf at epoch {len(losses)} (learning rate too high?)")
+
+
+class StudyFitter:
+    """Fits the study's factory with its fixed params, scaler and training settings."""
+
+    def __init__(self, study: StudyConfig, factory: Callable[..., Any], task: str) -> None:
+        self.study, self.factory, self.task = study, factory, task
+        self.fixed = dict(study.model.params)
+
+    def new_estimator(self, params: dict[str, Any]) -> Any:
+        """An unfitted estimator for ``params`` on top of the study's fixed params."""
+        return make_estimator(self.factory, self.task, {**self.fixed, **params}, self.study.training)
+
+    def __call__(self, params: dict[str, Any], X: Any, y: Any, validation: Validation, seed: int,
+                 hook: EpochHook) -> Any:
+        fresh_session(seed)
+        preprocessor = make_preprocessor(self.study.data.scale)
+        if preprocessor is not None:
+            X = preprocessor.fit_transform(X)
+            if validation is not None:
+                validation = (preprocessor.transform(validation[0]), validation[1])
+        estimator = self.new_estimator(params)
+        callbacks = fit_callbacks(self.study.training, hook, validation is not None)
+        estimator.fit(X, y, validation_data=validation, callbacks=callbacks)
+        _check_history(estimator)
+        return assemble(preprocessor, estimator)
+
+
+def keras_step(estimator: Any) -> tuple[Any, str]:
+    """The scikeras wrapper at the end of (nested) pipelines, and the fit-param prefix that reaches it."""
+    prefix = ""
+    while isinstance(estimator, Pipeline):
+        name, estimator = estimator.steps[-1]
+        prefix += f"{name}__"
+    return (estimator, prefix) if is_keras_wrapper(estimator) else (None, prefix)
+
+
+class EstimatorFitter:
+    """Fits a clone of the user's estimator (a Keras wrapper, or a pipeline ending in one)."""
+
+    def __init__(self, estimator: Any) -> None:
+        self.estimator = estimator
+
+    def new_estimator(self, params: dict[str, Any]) -> Any:
+        return clone(self.estimator).set_params(**clone(params, safe=False))
+
+    def __call__(self, params: dict[str, Any], X: Any, y: Any, validation: Validation, seed: int,
+                 hook: EpochHook) -> Any:
+        fresh_session(seed)
+        model = self.new_estimator(params)
+        wrapper, prefix = keras_step(model)
+        fit_params = {f"{prefix}callbacks": nan_guard(hook)} if wrapper is not None else {}
+        model.fit(X, y, **fit_params)
+        if wrapper is not None:
+            _check_history(wrapper)
+        return model

@@ -1,0 +1,61 @@
+"""The tracker contract the evaluator and runner rely on, and the tracker that records nothing."""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from hpsearch.results import StudyResult, TrialResult
+
+
+class TrialRun(Protocol):
+    """An open trial record: curves go in as they come."""
+
+    run_id: str | None
+
+    def log_metrics(self, metrics: dict[str, float], step: int = 0) -> None: ...
+
+
+class Tracker(Protocol):
+    """Records a study: one study record, one trial record per candidate (see :mod:`hpsearch.tracking`)."""
+
+    tracking_uri: str | None
+    experiment_id: str | None
+
+    def check_reachable(self) -> None: ...
+    def start_study(self, name: str, params: dict[str, Any], study_text: str, resume: bool) -> str | None: ...
+    def start_trial(self, number: int, params: dict[str, Any]) -> TrialRun: ...
+    def end_trial(self, run: TrialRun, result: TrialResult, model: Any = None) -> None: ...
+    def end_study(self, result: StudyResult, extra: dict[str, Any], status: str = "FINISHED") -> None: ...
+    def abort(self, reason: str, status: str = "KILLED") -> None: ...
+
+
+class _NullRun:
+    run_id = None
+
+    def log_metrics(self, metrics: dict[str, float], step: int = 0) -> None:
+        pass
+
+
+class NullTracker:
+    """A Tracker that records nothing (``SearchCV(tracking=False)``): pure in-memory searches."""
+
+    tracking_uri = None
+    experiment_id = None
+
+    def check_reachable(self) -> None:
+        pass
+
+    def start_study(self, name: str, params: dict[str, Any], study_text: str, resume: bool) -> None:
+        return None
+
+    def start_trial(self, number: int, params: dict[str, Any]) -> _NullRun:
+        return _NullRun()
+
+    def end_trial(self, run: TrialRun, result: TrialResult, model: Any = None) -> None:
+        pass
+
+    def end_study(self, result: StudyResult, extra: dict[str, Any], status: str = "FINISHED") -> None:
+        pass
+
+    def abort(self, reason: str, status: str = "KILLED") -> None:
+        pass
