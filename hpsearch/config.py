@@ -115,7 +115,7 @@ class SearchConfig(_Strict):
     grid_points: int = Field(3, ge=2, le=100)
     sampler: Literal["tpe", "random", "cmaes", "qmc"] = "tpe"
     pruner: Literal["none", "median", "successive_halving", "hyperband"] = "median"
-    storage: str = DEFAULT_OPTUNA_STORAGE
+    storage: str | None = DEFAULT_OPTUNA_STORAGE
 
     @field_validator("space", mode="before")
     @classmethod
@@ -184,9 +184,9 @@ def _did_you_mean(word: str, candidates: Any) -> str:
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
-def _model_at(loc: tuple) -> type[BaseModel] | None:
+def _model_at(root: type[BaseModel], loc: tuple) -> type[BaseModel] | None:
     """The schema class that owns the field at ``loc`` (for 'did you mean' suggestions)."""
-    model: Any = StudyConfig
+    model: Any = root
     for part in loc:
         field = model.model_fields.get(part) if isinstance(part, str) else None
         if field is None:
@@ -199,11 +199,11 @@ def _model_at(loc: tuple) -> type[BaseModel] | None:
     return model
 
 
-def _format_error(error: dict) -> str:
+def _format_error(error: dict, root: type[BaseModel]) -> str:
     loc = tuple(error["loc"])
     where = ".".join(str(p) for p in loc) or "study"
     if error["type"] == "extra_forbidden":
-        owner = _model_at(loc[:-1])
+        owner = _model_at(root, loc[:-1])
         hint = _did_you_mean(str(loc[-1]), owner.model_fields) if owner else ""
         return f"{where}: unknown key{hint}"
     if error["type"] == "missing":
@@ -212,15 +212,24 @@ def _format_error(error: dict) -> str:
     return f"{where}: {message} (got {error['input']!r})" if error["type"] != "value_error" else f"{where}: {message}"
 
 
+def _validate(schema: type[BaseModel], raw: dict, what: str) -> Any:
+    try:
+        return schema.model_validate(raw)
+    except ValidationError as exc:
+        errors = "; ".join(_format_error(e, schema) for e in exc.errors())
+        raise ConfigError(f"{what}: {errors}") from None
+
+
 def parse_study(raw: Any, source: str = "study") -> StudyConfig:
     """Validate a study mapping; raise :class:`ConfigError` naming every bad field."""
     if not isinstance(raw, dict):
         raise ConfigError(f"{source} must be a YAML mapping (key: value lines), got {type(raw).__name__}")
-    try:
-        return StudyConfig.model_validate(raw)
-    except ValidationError as exc:
-        errors = "; ".join(_format_error(e) for e in exc.errors())
-        raise ConfigError(f"{source} is not a valid study: {errors}") from None
+    return _validate(StudyConfig, raw, f"{source} is not a valid study")
+
+
+def parse_search(raw: dict[str, Any]) -> SearchConfig:
+    """Validate search settings given as keyword arguments (the Python API's ``SearchCV``)."""
+    return _validate(SearchConfig, raw, "invalid search settings")
 
 
 def apply_overrides(raw: dict, overrides: list[str]) -> dict:

@@ -106,8 +106,39 @@ class Fixed:
         object.__setattr__(self, "value", to_python(self.value))
 
 
-Dimension = Union[Int, Float, Categorical, Fixed]
-DIMENSION_TYPES = (Int, Float, Categorical, Fixed)
+@dataclass(frozen=True)
+class Distribution:
+    """Any other scipy.stats distribution (an object with ``rvs``): usable by random search only."""
+
+    dist: Any
+
+    def __repr__(self) -> str:
+        name = getattr(getattr(self.dist, "dist", None), "name", type(self.dist).__name__)
+        return f"Distribution({name}{tuple(getattr(self.dist, 'args', ()))})"
+
+
+Dimension = Union[Int, Float, Categorical, Fixed, Distribution]
+DIMENSION_TYPES = (Int, Float, Categorical, Fixed, Distribution)
+# scipy.stats distributions that are exactly one of ours (bounds read from ``support()``).
+_SCIPY_EQUIVALENTS = {"loguniform": "log", "reciprocal": "log", "uniform": "float", "randint": "int"}
+
+
+def as_dimension(value: Any) -> Dimension:
+    """What the Python API accepts: dimensions, scipy distributions (the chapter's ``reciprocal``),
+    lists/arrays (the chapter's ``np.arange(1, 100)``) and single values."""
+    if isinstance(value, (*DIMENSION_TYPES, dict)):
+        return parse_dimension(value)
+    if hasattr(value, "rvs"):
+        kind = _SCIPY_EQUIVALENTS.get(getattr(getattr(value, "dist", None), "name", ""))
+        if kind is None:
+            return Distribution(value)
+        low, high = (to_python(v) for v in value.support())
+        if kind == "int":
+            return Int(int(low), int(high))
+        return Float(low, high, log=kind == "log")
+    if isinstance(value, (list, tuple, np.ndarray, range)):
+        return Categorical(list(value))
+    return Fixed(value)
 _KINDS = ("int", "float", "categorical", "fixed")
 _OPTIONS = {"int": {"log", "step"}, "float": {"log", "step"}, "categorical": set(), "fixed": set()}
 

@@ -7,6 +7,9 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
+import numpy as np
+from scipy.stats import rankdata
+
 TrialState = Literal["finished", "pruned", "failed"]
 
 
@@ -95,3 +98,26 @@ class NoObserver:
 
     def trial_ended(self, result: TrialResult) -> None:
         pass
+
+
+def cv_results(trials: list[TrialResult], n_splits: int) -> dict[str, Any]:
+    """Trials in scikit-learn's ``cv_results_`` format (failed and pruned trials score NaN, rank last)."""
+    names = sorted({name for t in trials for name in t.params})
+    results: dict[str, Any] = {"params": [t.params for t in trials]}
+    for name in names:
+        results[f"param_{name}"] = np.ma.MaskedArray([t.params.get(name) for t in trials],
+                                                     mask=[name not in t.params for t in trials], dtype=object)
+    for key, attribute in (("fit_time", "fit_seconds"), ("score_time", "score_seconds")):
+        values = [getattr(t, attribute) for t in trials]
+        results[f"mean_{key}"] = np.array([np.mean(v) if v else np.nan for v in values])
+        results[f"std_{key}"] = np.array([np.std(v) if v else np.nan for v in values])
+    for k in range(max(n_splits, 1)):
+        results[f"split{k}_test_score"] = np.array(
+            [t.fold_scores[k] if t.state == "finished" else np.nan for t in trials])
+    means = np.array([t.score for t in trials])
+    results["mean_test_score"] = means
+    results["std_test_score"] = np.array([t.score_std for t in trials])
+    worst = np.nanmin(means) - 1 if np.isfinite(means).any() else 0.0
+    results["rank_test_score"] = rankdata(-np.nan_to_num(means, nan=worst), method="min").astype(np.int32)
+    results["state"] = np.array([t.state for t in trials], dtype=object)
+    return results

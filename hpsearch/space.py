@@ -13,7 +13,7 @@ import numpy as np
 from scipy import stats
 from sklearn.model_selection import ParameterGrid, ParameterSampler
 
-from hpsearch.dimensions import Categorical, Dimension, Fixed, Float, Int, to_python
+from hpsearch.dimensions import Categorical, Dimension, Distribution, Fixed, Float, Int, to_python
 
 Params = dict[str, Any]
 
@@ -51,6 +51,8 @@ def to_scipy(dim: Dimension) -> Any:
         return stats.loguniform(dim.low, dim.high) if dim.log else stats.uniform(dim.low, dim.high - dim.low)
     if isinstance(dim, Categorical):
         return list(dim.choices)
+    if isinstance(dim, Distribution):
+        return dim.dist
     return [dim.value]
 
 
@@ -61,6 +63,8 @@ def _float_steps(dim: Float) -> list[float]:
 
 def to_grid(dim: Dimension, points: int) -> list[Any]:
     """The values GridSearchCV tries: all choices, or ``points`` evenly (log-evenly) spaced values."""
+    if isinstance(dim, Distribution):
+        raise ValueError(f"grid search needs ranges or lists, not {dim!r}; use strategy='random'")
     if isinstance(dim, Categorical):
         return list(dim.choices)
     if isinstance(dim, Fixed):
@@ -88,6 +92,8 @@ def suggest(trial: Suggester, name: str, dim: Dimension) -> Any:
         # Optuna stores only primitives: suggest the index of a composite choice (e.g. a list of widths).
         index = trial.suggest_categorical(f"{name}__index", list(range(len(dim.choices))))
         return dim.choices[index]
+    if isinstance(dim, Distribution):
+        raise ValueError(f"Optuna needs Int/Float/Categorical ranges, not {dim!r}; use strategy='random'")
     return dim.value
 
 
@@ -120,6 +126,15 @@ class SearchSpace:
     def suggest(self, trial: Suggester) -> Params:
         """One candidate from an Optuna trial."""
         return {name: to_python(suggest(trial, name, dim)) for name, dim in self.dimensions.items()}
+
+    def check_strategy(self, strategy: str) -> None:
+        """Refuse, before any training, dimensions the strategy cannot search (scipy distributions)."""
+        if strategy == "random":
+            return
+        for name, dim in self.dimensions.items():
+            if isinstance(dim, Distribution):
+                raise ValueError(f"space[{name!r}]: the {strategy} strategy cannot search {dim!r}; "
+                                 "use Int/Float/Categorical (or a list), or strategy='random'")
 
     def describe(self) -> dict[str, str]:
         """A readable one-line form of each dimension (logged as the study's search space)."""

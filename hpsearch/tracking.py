@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import tempfile
 import time
 from importlib import metadata
@@ -31,11 +32,13 @@ from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 
+from hpsearch.config import DEFAULT_TRACKING_URI
 from hpsearch.errors import TrackingError, mask_credentials
 from hpsearch.results import StudyResult, TrialResult
 
 PACKAGES = ("hpsearch", "tensorflow", "keras", "scikeras", "scikit-learn", "optuna", "mlflow", "numpy", "scipy")
 _FLUSH_SECONDS = 2.0
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 # MLflow's chatter (schema migrations, the pickle-format caution we chose knowingly) is not the user's concern.
 for _name, _level in (("mlflow", logging.WARNING), ("mlflow.sklearn", logging.ERROR), ("alembic", logging.WARNING)):
     logging.getLogger(_name).setLevel(_level)
@@ -64,11 +67,23 @@ def _param_value(value: Any) -> str:
     return text[:6000]
 
 
-def load_model(model_uri: str, tracking_uri: str | None = None) -> Any:
-    """Load a logged model (``runs:/<run_id>/model``) as a fitted scikit-learn estimator."""
-    if tracking_uri:
-        mlflow.set_tracking_uri(tracking_uri)
-    return mlflow.sklearn.load_model(model_uri)
+def load_best(experiment: str, tracking_uri: str | None = None) -> Any:
+    """The refit best model of the newest finished study in ``experiment``, ready to ``predict``.
+
+    That is whatever the search fitted: the whole pipeline when a pipeline was searched.
+    """
+    uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+    client = MlflowClient(uri)
+    found = client.get_experiment_by_name(experiment)
+    if found is None:
+        raise TrackingError(f"no MLflow experiment named {experiment!r} at {mask_credentials(uri)}")
+    runs = client.search_runs([found.experiment_id], "tags.`hpsearch.role` = 'study' and attributes.status = 'FINISHED'",
+                              order_by=["attributes.start_time DESC"], max_results=20)
+    for run in runs:
+        if any(a.path == "model" for a in client.list_artifacts(run.info.run_id)):
+            mlflow.set_tracking_uri(uri)
+            return mlflow.sklearn.load_model(f"runs:/{run.info.run_id}/model")
+    raise TrackingError(f"experiment {experiment!r} has no finished study with a best model at {mask_credentials(uri)}")
 
 
 class _Run:

@@ -7,6 +7,9 @@ Fixes over scikeras 0.13:
 - ``fit(..., validation_data=(X, y))`` goes through the same feature and target encoders as the
   training data (class labels such as strings are encoded, not passed raw to Keras).
 - A regressor's whole-number target is still continuous (scikeras called it "multiclass").
+- Sparse input (a OneHotEncoder's output) is densified instead of crashing inside TensorFlow.
+- ``random_state`` seeds Keras without toggling TensorFlow's global op determinism (which broke
+  later unseeded fits in the same process).
 - Parameters of the ``model`` factory can be set by their plain names (``set_params(n_hidden=2)``)
   without declaring them in the constructor.
 """
@@ -17,9 +20,10 @@ import inspect
 from typing import Any
 
 import numpy as np
+from scipy import sparse
 from sklearn.utils import ClassifierTags, RegressorTags
 
-import hpsearch.models.backend  # noqa: F401, I001  (first: quiets TensorFlow before scikeras imports it)
+from hpsearch.models.backend import keras  # noqa: I001  (first: quiets TensorFlow before scikeras imports it)
 import scikeras.wrappers as sk  # noqa: E402
 
 
@@ -30,6 +34,23 @@ def is_keras_wrapper(estimator: Any) -> bool:
 
 class _Fixed:
     """Behaviour shared by both wrappers; see the module docstring."""
+
+    # scikeras seeds each build/fit inside a context that switches TensorFlow's global op determinism
+    # on and off, which leaks into later unseeded fits ("Random ops require a seed"). We keep the
+    # seed and give it to Keras' own ``set_random_seed`` instead.
+    @property
+    def _random_state(self) -> None:
+        return None
+
+    @_random_state.setter
+    def _random_state(self, seed: Any) -> None:
+        self._seed = seed
+
+    def _build_keras_model(self) -> Any:
+        seed = getattr(self, "_seed", None)
+        if seed is not None:
+            keras.utils.set_random_seed(int(seed))
+        return super()._build_keras_model()
 
     def _factory_params(self) -> set[str]:
         model = getattr(self, "model", None)
@@ -45,6 +66,11 @@ class _Fixed:
             self._user_params = getattr(self, "_user_params", set()) | {name}
         rest = {k: v for k, v in params.items() if k not in plain}
         return super().set_params(**rest) if rest else self
+
+    def _validate_data(self, X: Any = None, y: Any = None, reset: bool = False, y_numeric: bool = False) -> Any:
+        if X is not None and sparse.issparse(X):
+            X = X.toarray()  # e.g. a OneHotEncoder's output; TensorFlow rejects some sparse layouts
+        return super()._validate_data(X, y, reset=reset, y_numeric=y_numeric)
 
     def _fit_keras_model(self, X: Any, y: Any, sample_weight: Any, warm_start: bool, epochs: int,
                          initial_epoch: int, **kwargs: Any) -> None:
@@ -72,6 +98,7 @@ class KerasRegressor(_Fixed, sk.KerasRegressor):
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.estimator_type = "regressor"
+        tags.input_tags.sparse = True
         tags.regressor_tags = RegressorTags()
         tags.classifier_tags = None
         tags.target_tags.required = True
@@ -84,6 +111,7 @@ class KerasClassifier(_Fixed, sk.KerasClassifier):
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.estimator_type = "classifier"
+        tags.input_tags.sparse = True
         tags.classifier_tags = ClassifierTags()
         tags.regressor_tags = None
         tags.target_tags.required = True

@@ -31,7 +31,7 @@ class OptunaStrategy(Strategy):
     study: optuna.Study | None = None
 
     def resumes(self) -> bool:
-        return True
+        return self.search.storage is not None
 
     def _sampler(self) -> optuna.samplers.BaseSampler:
         samplers = {"tpe": optuna.samplers.TPESampler, "random": optuna.samplers.RandomSampler,
@@ -50,7 +50,7 @@ class OptunaStrategy(Strategy):
                                              sampler=self._sampler(), pruner=self._pruner(),
                                              direction="maximize", load_if_exists=True)
         except Exception as exc:  # SQLAlchemy/driver errors: the URL is the user's to fix
-            raise TrackingError(f"cannot open search.storage {mask_credentials(self.search.storage)}: "
+            raise TrackingError(f"cannot open search.storage {mask_credentials(str(self.search.storage))}: "
                                 f"{type(exc).__name__}: {str(exc).splitlines()[0]}") from None
         space = self.space.describe()
         recorded = self.study.user_attrs.get("hpsearch_space")
@@ -58,7 +58,7 @@ class OptunaStrategy(Strategy):
             self.study.set_user_attr("hpsearch_space", space)
         elif recorded != space:
             raise ConfigError(
-                f"study {self.study_name!r} in {mask_credentials(self.search.storage)} was created with a different "
+                f"study {self.study_name!r} in {mask_credentials(str(self.search.storage))} was created with a different "
                 f"search space ({recorded}); give this one a new name, e.g. --set name={self.study_name}-2",
                 field="search.space")
 

@@ -1,0 +1,236 @@
+"""``hpsearch.SearchCV``: the study runner as a scikit-learn meta-estimator (the Python door).
+
+It runs :func:`hpsearch.runner.run_search`, the engine the CLI uses, with the same strategies and
+the same MLflow layout; only the candidates are clones of the user's estimator (often a pipeline)
+instead of a study file's factory.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import time
+from copy import deepcopy
+from typing import Any
+
+import joblib
+import numpy as np
+import pandas as pd
+import yaml
+from sklearn.base import BaseEstimator, MetaEstimatorMixin, clone, is_classifier
+from sklearn.metrics import check_scoring
+from sklearn.pipeline import Pipeline
+from sklearn.utils import get_tags
+from sklearn.utils.metaestimators import available_if
+from sklearn.utils.validation import check_is_fitted
+
+from hpsearch.config import DEFAULT_TRACKING_URI, parse_search
+from hpsearch.dimensions import as_dimension
+from hpsearch.evaluation import Evaluator, Splits, make_folds
+from hpsearch.fitting import EstimatorFitter, keras_step
+from hpsearch.results import NoObserver, cv_results
+from hpsearch.runner import run_search
+from hpsearch.space import SearchSpace
+from hpsearch.strategies import make_strategy
+from hpsearch.tracking_base import NullTracker
+
+
+def _best_has(method: str) -> Any:
+    def check(self: SearchCV) -> bool:
+        fitted = getattr(self, "best_estimator_", None)
+        return hasattr(fitted if fitted is not None else self.estimator, method)
+
+    return check
+
+
+class SearchCV(MetaEstimatorMixin, BaseEstimator):
+    """Search ``space`` for ``estimator`` with random, grid or Optuna search, tracked in MLflow.
+
+    ``space`` maps parameter names (``n_hidden``, or ``step__param`` inside a pipeline) to
+    ``hpsearch.Int/Float/Categorical``, scipy distributions (``reciprocal(3e-4, 3e-2)``) or lists
+    (``np.arange(1, 100)``). ``tracking=False`` keeps everything in memory. After ``fit``:
+    ``best_params_``, ``best_score_``, ``best_estimator_`` (refit on all the data), ``cv_results_``
+    (scikit-learn's format), ``n_trials_``, ``study_`` (Optuna), ``study_run_id_`` (MLflow).
+    """
+
+    def __init__(self, estimator: Any, space: dict[str, Any], *, strategy: str = "random", n_trials: int = 10,
+                 cv: Any = 3, scoring: str | None = None, refit: bool = True, experiment: str = "hpsearch",
+                 tracking: bool = True, tracking_uri: str | None = None, log_models: bool = True,
+                 random_state: int | None = 42, sampler: str = "tpe", pruner: str = "median",
+                 storage: str | None = None, grid_points: int = 3) -> None:
+        self.estimator, self.space, self.strategy, self.n_trials = estimator, space, strategy, n_trials
+        self.cv, self.scoring, self.refit, self.experiment = cv, scoring, refit, experiment
+        self.tracking, self.tracking_uri, self.log_models = tracking, tracking_uri, log_models
+        self.random_state, self.sampler, self.pruner = random_state, sampler, pruner
+        self.storage, self.grid_points = storage, grid_points
+
+    # -- validation: everything the user can get wrong is refused before any training ------------
+
+    def _search_space(self) -> SearchSpace:
+        if not isinstance(self.space, dict) or not self.space:
+            raise ValueError("space must be a non-empty dict of parameter name -> range, list or distribution")
+        space = SearchSpace({str(k): as_dimension(v) for k, v in self.space.items()})
+        space.check_strategy(self.strategy)
+        accepted = _settable_names(self.estimator)
+        for name, value in zip(space.dimensions, _one_candidate(space)):
+            try:
+                clone(self.estimator).set_params(**{name: value})
+            except (ValueError, TypeError):
+                close = difflib.get_close_matches(name, accepted, n=1)
+                hint = f" Did you mean {close[0]!r}?" if close else ""
+                raise ValueError(f"space key {name!r} is not a parameter of {type(self.estimator).__name__}.{hint} "
+                                 "Inside a pipeline, name the step: 'step__param'.") from None
+        return space
+
+    def _check_data(self, X: Any, y: Any) -> None:
+        n_rows = len(X) if hasattr(X, "__len__") else np.shape(X)[0]
+        if y is None or len(y) != n_rows:
+            raise ValueError(f"X has {n_rows} rows but y has {None if y is None else len(y)}; both are required")
+        if n_rows < 2:
+            raise ValueError(f"X has {n_rows} row(s): a search needs at least one row per fold")
+        model_input = X
+        if isinstance(self.estimator, Pipeline) and len(self.estimator) > 1:
+            model_input = clone(self.estimator[:-1]).fit_transform(X, y)  # what the Keras model will see
+        _check_numeric(model_input, "after the pipeline's preprocessing" if model_input is not X else "")
+        if pd.isna(np.asarray(y, dtype=object)).any():
+            raise ValueError("y contains missing values (NaN/None): drop or fill those rows first")
+
+    # -- fitting ------------------------------------------------------------------------------------
+
+    def fit(self, X: Any, y: Any = None) -> SearchCV:
+        """Run the search on (X, y), refit the best candidate on all of it, record it all."""
+        space = self._search_space()
+        self._check_data(X, y)
+        search = parse_search({"strategy": self.strategy, "n_trials": self.n_trials, "cv": None,
+                               "scoring": self.scoring, "sampler": self.sampler, "pruner": self.pruner,
+                               "storage": self.storage, "grid_points": self.grid_points})
+        seed = self.random_state if self.random_state is not None else int(np.random.randint(2**31 - 1))
+        strategy = make_strategy(search, space, seed, self.experiment)
+        folds = make_folds(X, y, self.cv, is_classifier(self.estimator))
+        fitter = EstimatorFitter(self.estimator)
+        self.scorer_ = check_scoring(self.estimator, scoring=self.scoring)
+        scoring = self.scoring or ("accuracy" if is_classifier(self.estimator) else "r2")
+        tracker = self._tracker()
+        wrapper, _ = keras_step(self.estimator)
+        evaluator = Evaluator(Splits(X, y, folds), fitter, scoring, tracker, NoObserver(), seed,
+                              int(getattr(wrapper, "epochs", 1) or 1))
+        refit_seconds: list[float] = []
+
+        def refit(params: dict[str, Any]) -> Any:
+            started = time.perf_counter()
+            model = fitter(params, X, y, None, seed, lambda epoch, logs: False)
+            refit_seconds.append(time.perf_counter() - started)
+            return model
+
+        result = run_search(self.experiment, strategy, evaluator, tracker, self._study_params(space, X, y, seed),
+                            self._describe(space), refit if self.refit else None)
+        if result.best is None:
+            reasons = "; ".join(f"{r} (x{n})" for r, n in result.failure_counts().items())
+            raise ValueError(f"every one of the {len(result.trials)} candidates failed: {reasons}")
+        self._set_results(result, strategy, len(folds), refit_seconds)
+        return self
+
+    def _tracker(self) -> Any:
+        if not self.tracking:
+            return NullTracker()
+        from hpsearch.tracking import MlflowTracker
+
+        uri = self.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+        return MlflowTracker(uri, self.experiment, self.log_models)
+
+    def _study_params(self, space: SearchSpace, X: Any, y: Any, seed: int) -> dict[str, Any]:
+        return {"strategy": self.strategy, "n_trials": self.n_trials, "cv": repr(self.cv),
+                "scoring": self.scoring or "estimator default", "seed": seed,
+                "estimator": type(self.estimator).__name__, "data.n_rows": len(y),
+                "data.n_features": np.shape(X)[1] if np.ndim(X) > 1 else 1,
+                "data.sha256": joblib.hash((X, y), hash_name="sha1"),
+                **{f"space.{k}": v for k, v in space.describe().items()}}
+
+    def _describe(self, space: SearchSpace) -> str:
+        summary = {"api": "hpsearch.SearchCV", "estimator": repr(self.estimator), "space": space.describe(),
+                   "strategy": self.strategy, "n_trials": self.n_trials, "cv": repr(self.cv),
+                   "scoring": self.scoring, "random_state": self.random_state}
+        return yaml.safe_dump(summary, sort_keys=False)
+
+    def _set_results(self, result: Any, strategy: Any, n_splits: int, refit_seconds: list[float]) -> None:
+        best = result.best
+        self.cv_results_ = cv_results(result.trials, n_splits)
+        self.best_index_ = result.trials.index(best)
+        self.best_params_, self.best_score_ = best.params, best.score
+        self.n_trials_, self.n_splits_ = len(result.trials), n_splits
+        self.study_run_id_, self.experiment_id_ = result.study_run_id, result.experiment_id
+        self.study_ = getattr(strategy, "study", None)
+        self.multimetric_ = False
+        if result.best_estimator is not None:
+            self.best_estimator_ = result.best_estimator
+            self.refit_time_ = refit_seconds[-1]
+            for attribute in ("classes_", "n_features_in_", "feature_names_in_"):
+                if hasattr(self.best_estimator_, attribute):
+                    setattr(self, attribute, getattr(self.best_estimator_, attribute))
+
+    # -- delegation to the best estimator -------------------------------------------------------------
+
+    @available_if(_best_has("predict"))
+    def predict(self, X: Any) -> Any:
+        check_is_fitted(self, "best_estimator_")
+        return self.best_estimator_.predict(X)
+
+    @available_if(_best_has("predict_proba"))
+    def predict_proba(self, X: Any) -> Any:
+        check_is_fitted(self, "best_estimator_")
+        return self.best_estimator_.predict_proba(X)
+
+    @available_if(_best_has("transform"))
+    def transform(self, X: Any) -> Any:
+        check_is_fitted(self, "best_estimator_")
+        return self.best_estimator_.transform(X)
+
+    def score(self, X: Any, y: Any) -> float:
+        """The search's scorer on (X, y) with the best estimator."""
+        check_is_fitted(self, "best_estimator_")
+        return float(self.scorer_(self.best_estimator_, X, y))
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        inner = get_tags(self.estimator)
+        tags.estimator_type = inner.estimator_type
+        tags.classifier_tags = deepcopy(inner.classifier_tags)
+        tags.regressor_tags = deepcopy(inner.regressor_tags)
+        tags.input_tags = deepcopy(inner.input_tags)
+        tags.non_deterministic = True
+        return tags
+
+
+def _one_candidate(space: SearchSpace) -> list[Any]:
+    """One value of every dimension (to try ``set_params`` with before any training)."""
+    sample = next(iter(space.sample(1, 0)))
+    return [sample[name] for name in space.dimensions]
+
+
+def _settable_names(estimator: Any) -> list[str]:
+    """Parameter names ``set_params`` accepts, factory arguments of a Keras wrapper included."""
+    names = list(estimator.get_params(deep=True))
+    wrapper, prefix = keras_step(estimator)
+    if wrapper is not None and hasattr(wrapper, "_factory_params"):
+        names += [prefix + name for name in wrapper._factory_params()]
+    return names
+
+
+def _check_numeric(X: Any, where: str) -> None:
+    """Refuse data a Keras model cannot take: text/categorical columns or missing values."""
+    suffix = f" {where}" if where else ""
+    if isinstance(X, pd.DataFrame):
+        text = [str(c) for c, dtype in X.dtypes.items() if not pd.api.types.is_numeric_dtype(dtype)]
+        if text:
+            raise ValueError(f"X has non-numeric columns {text}{suffix}: a Keras model needs numbers; encode "
+                             "them first, e.g. OneHotEncoder in a ColumnTransformer before the model")
+        values = X.to_numpy(dtype=float)
+    else:
+        try:
+            values = np.asarray(X.toarray() if hasattr(X, "toarray") else X, dtype=float)
+        except (TypeError, ValueError):
+            raise ValueError(f"X holds non-numeric values{suffix}: a Keras model needs numbers; encode them "
+                             "first, e.g. OneHotEncoder in a ColumnTransformer before the model") from None
+    if not np.isfinite(values).all():
+        raise ValueError(f"X contains missing or infinite values{suffix}: put an imputer (SimpleImputer) "
+                         "before the Keras model, or clean the data")
