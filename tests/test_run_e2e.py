@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import sys
 import textwrap
+from pathlib import Path
 
 import mlflow
 import numpy as np
@@ -19,6 +20,7 @@ from hpsearch.runner import run_study
 from hpsearch.space import SearchSpace
 
 pytestmark = pytest.mark.slow
+REPO = Path(__file__).resolve().parents[1]
 
 
 def study_runs(client: MlflowClient, experiment: str) -> tuple:
@@ -161,3 +163,31 @@ def test_same_seed_same_candidates_and_scores(workdir):
     assert [t.params for t in first.trials] == [t.params for t in second.trials]
     for a, b in zip(first.trials, second.trials):
         assert math.isclose(a.score, b.score, abs_tol=1e-6)
+
+
+def test_chapter_california_study_on_the_real_file(workdir, cal_housing):
+    """The chapter's study file as shipped, shrunk by --set to seconds, on the raw StatLib file."""
+    study = load_study(REPO / "studies" / "california_housing.yaml", [
+        f"data.path={cal_housing}", "data.max_rows=3000", "search.n_trials=2", "training.epochs=3"])
+    result = run_study(study, "")
+    assert study.search.space["learning_rate"].log
+    assert len(result.trials) == 2 and result.best is not None
+    assert result.scoring == "neg_mean_squared_error" and result.test_score < 0
+    study_run, trials = study_runs(MlflowClient("sqlite:///mlflow.db"), "california-housing-chapter10")
+    assert study_run.data.params["data.n_features"] == "[8]"
+    assert all(0 <= int(t.data.params["n_hidden"]) <= 3 for t in trials)
+
+
+def test_ui_command_serves_the_local_store(workdir):
+    import subprocess
+
+    from conftest import free_port, wait_for_http
+
+    port = free_port()
+    process = subprocess.Popen([sys.executable, "-m", "hpsearch", "ui", "--port", str(port)],
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        wait_for_http(f"http://127.0.0.1:{port}/health", process)
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
