@@ -32,6 +32,12 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     _add_study_arguments(commands.add_parser("run", help="run a study: search, refit the best, test it, record all"))
     _add_study_arguments(commands.add_parser("check", help="validate a study file and its data without training"))
+    lr_find = commands.add_parser("lr-find", help="the learning-rate range test on the study's model")
+    _add_study_arguments(lr_find)
+    lr_find.add_argument("--start", type=float, default=1e-5, help="first learning rate (default 1e-5)")
+    lr_find.add_argument("--end", type=float, default=10.0, help="last learning rate (default 10)")
+    lr_find.add_argument("--iterations", type=int, default=300, help="batches, the LR growing exponentially")
+    lr_find.add_argument("--out", type=Path, default=Path("."), help="folder for the plot(s) (default: here)")
     ui = commands.add_parser("ui", help="open the MLflow UI on what the runs recorded")
     ui.add_argument("--backend-store-uri", default=DEFAULT_TRACKING_URI, help=f"default: {DEFAULT_TRACKING_URI}")
     ui.add_argument("--port", type=int, default=5000)
@@ -44,11 +50,21 @@ def _load(args: argparse.Namespace) -> tuple[StudyConfig, str]:
     return study, args.study.read_text(encoding="utf-8")
 
 
+def _print_advice(study: StudyConfig) -> None:
+    from hpsearch.advice import advise
+
+    for advice in advise(study):
+        console.print(f"[yellow]advice[/yellow] {escape(str(advice))}", soft_wrap=True)
+
+
 def cmd_check(args: argparse.Namespace) -> int:
-    from hpsearch.runner import plan_study
+    from hpsearch.runner import plan_study, wants_auto_learning_rate
 
     study, _ = _load(args)
     plan = plan_study(study)
+    _print_advice(study)
+    if wants_auto_learning_rate(study):
+        console.print("learning_rate: auto — `run` starts with a learning-rate range test per optimizer")
     fingerprint = plan.data.fingerprint()
     console.print(f"[green]ok[/green] {args.study}: study {study.name!r}, {plan.data.task} on "
                   f"{fingerprint['n_train']} train / {fingerprint['n_valid']} valid / {fingerprint['n_test']} test rows, "
@@ -95,12 +111,43 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     study, text = _load(args)
     plan = plan_study(study)
+    _print_advice(study)
     with RichObserver(console) as observer:
         result = run_study(study, text, observer, plan=plan)
     _print_summary(result)
     if result.best is None:
         err_console.print(f"every trial of {study.name!r} failed ({len(result.trials)} trials); see the reasons above")
         return 1
+    return 0
+
+
+def cmd_lr_find(args: argparse.Namespace) -> int:
+    from hpsearch.lr_finder import check_settings, optimizers_of, plot, range_test
+    from hpsearch.runner import plan_study
+    from hpsearch.tracking import MlflowTracker
+
+    check_settings(args.start, args.end, args.iterations)
+    study, _ = _load(args)
+    plan = plan_study(study)
+    tracker = MlflowTracker(study.tracking.resolved_uri(), study.experiment_name)
+    tracker.check_reachable()
+    args.out.mkdir(parents=True, exist_ok=True)
+    table = Table(title=f"learning-rate range test: {study.name} ({args.start:g} -> {args.end:g}, "
+                        f"{args.iterations} iterations)")
+    for column in ("optimizer", "shoots up at", "suggested (half)", "steepest descent", "plot"):
+        table.add_column(column, overflow="fold")
+    problems = []
+    for optimizer in optimizers_of(plan):
+        test = range_test(plan, optimizer, args.start, args.end, args.iterations)
+        path = plot(test, args.out / (f"lr_find_{optimizer}.png" if optimizer else "lr_find.png"))
+        tracker.log_range_test(study.name, test, path)
+        cells = [f"{v:.3g}" if v is not None else "-" for v in (test.divergence_lr, test.suggested_lr, test.steepest_lr)]
+        table.add_row(str(optimizer or "factory default"), *cells, str(path))
+        problems += [f"{optimizer or 'model'}: {p}" for p in test.problems]
+    console.print(table)
+    for problem in problems:
+        console.print(f"[yellow]warning[/yellow] {escape(problem)}", soft_wrap=True)
+    console.print(f"recorded in MLflow experiment {study.experiment_name!r} (runs named lr-find*)")
     return 0
 
 
@@ -111,7 +158,7 @@ def cmd_ui(args: argparse.Namespace) -> int:
     return subprocess.call(command)
 
 
-COMMANDS = {"run": cmd_run, "check": cmd_check, "ui": cmd_ui}
+COMMANDS = {"run": cmd_run, "check": cmd_check, "lr-find": cmd_lr_find, "ui": cmd_ui}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from hpsearch.dimensions import Dimension, parse_dimension
 from hpsearch.errors import ConfigError
+from hpsearch.presets import PRESETS, SPACES, merge
 
 Task = Literal["regression", "binary", "multiclass", "multilabel"]
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
@@ -95,6 +96,7 @@ class TrainingConfig(_Strict):
     epochs: int = Field(100, ge=1, le=100_000)
     batch_size: int = Field(32, ge=1)
     early_stopping: EarlyStoppingConfig | None = Field(default_factory=EarlyStoppingConfig)
+    class_weight: Literal["balanced"] | dict[Any, float] | None = None
 
     @field_validator("early_stopping", mode="before")
     @classmethod
@@ -122,6 +124,11 @@ class SearchConfig(_Strict):
     def _parse_space(cls, value: Any) -> dict[str, Dimension]:
         if value is None:
             return {}
+        if isinstance(value, str):
+            if value not in SPACES:
+                raise ValueError(f"unknown preset space {value!r}{_did_you_mean(value, SPACES)}; "
+                                 f"presets: {', '.join(SPACES)}")
+            value = SPACES[value]
         if not isinstance(value, dict):
             raise ValueError(f"expected a mapping of parameter names to ranges, got {type(value).__name__}")
         parsed = {}
@@ -164,6 +171,20 @@ class StudyConfig(_Strict):
     training: TrainingConfig = Field(default_factory=TrainingConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     seed: int = Field(42, ge=0, le=2**32 - 1)
+    preset: Literal[tuple(PRESETS)] | None = None  # type: ignore[valid-type]
+
+    @model_validator(mode="before")
+    @classmethod
+    def _apply_preset(cls, raw: Any) -> Any:
+        if not isinstance(raw, dict) or raw.get("preset") not in PRESETS:
+            return raw
+        merged = merge(PRESETS[raw["preset"]], raw)
+        searched = (raw.get("search") or {}).get("space") or {}
+        own_params = (raw.get("model") or {}).get("params") or {}
+        for name in searched if isinstance(searched, dict) else ():
+            if name not in own_params:  # the user searches what the preset fixes: the search wins
+                merged["model"]["params"].pop(name, None)
+        return merged
 
     @model_validator(mode="after")
     def _cross_checks(self) -> StudyConfig:

@@ -6,8 +6,10 @@
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from sklearn.base import is_classifier
@@ -19,7 +21,8 @@ from hpsearch.evaluation import DEFAULT_SCORING, Evaluator, Splits, make_folds
 from hpsearch.fitting import StudyFitter
 from hpsearch.models.estimator import check_params, resolve_factory
 from hpsearch.results import NoObserver, StudyResult, TrialObserver
-from hpsearch.space import SearchSpace
+from hpsearch.dimensions import Categorical, Fixed
+from hpsearch.space import SearchSpace, conditioned_on_optimizer
 from hpsearch.strategies import Strategy, make_strategy
 from hpsearch.tracking_base import Tracker
 
@@ -82,9 +85,40 @@ def plan_study(study: StudyConfig) -> Plan:
     cv = study.search.cv
     folds = make_folds(data.X_train, data.y_train, cv, is_classifier(fitter.new_estimator({}))) if cv else []
     splits = Splits(data.X_train, data.y_train, folds, data.X_valid, data.y_valid)
-    space = SearchSpace(study.search.space)
+    space = conditioned_on_optimizer(study.search.space)
+    space.check_strategy(study.search.strategy)
     strategy = make_strategy(study.search, space, study.seed, study.name)
     return Plan(study, data, fitter, space, strategy, splits)
+
+
+def wants_auto_learning_rate(study: StudyConfig) -> bool:
+    """``learning_rate: auto`` in the space: the LR range test sets the searched range."""
+    return study.search.space.get("learning_rate") == Fixed("auto")
+
+
+def resolve_auto_learning_rate(plan: Plan, tracker: Tracker) -> dict[str, Any]:
+    """Run the range test (once per optimizer), put the found ranges in the space, log them.
+
+    Returns the study-run params that record the chosen ranges.
+    """
+    from hpsearch.lr_finder import optimizers_of, plot, range_test
+
+    ranges, params = {}, {}
+    for optimizer in optimizers_of(plan):
+        test = range_test(plan, optimizer)
+        ranges[optimizer] = test.search_range()
+        name = f"learning_rate:{optimizer}" if optimizer is not None else "learning_rate"
+        params[f"auto.{name}"] = repr(ranges[optimizer])
+        params[f"auto.{name}.suggested"] = test.suggested_lr
+        with tempfile.TemporaryDirectory() as folder:
+            tracker.log_range_test(plan.study.name, test, plot(test, Path(folder) / "lr_find.png"))
+    dimensions = {k: v for k, v in plan.study.search.space.items() if k != "learning_rate"}
+    if isinstance(dimensions.get("optimizer"), Categorical):
+        plan.space = conditioned_on_optimizer(dimensions, learning_rates=ranges)
+    else:
+        plan.space = SearchSpace({**dimensions, "learning_rate": next(iter(ranges.values()))})
+    plan.strategy = make_strategy(plan.study.search, plan.space, plan.study.seed, plan.study.name)
+    return params
 
 
 def _study_params(plan: Plan, scoring: str) -> dict[str, Any]:
@@ -118,9 +152,13 @@ def run_study(study: StudyConfig, study_text: str, observer: TrialObserver | Non
     evaluator = Evaluator(plan.splits, fitter, scoring, tracker, observer, study.seed,
                           study.training.epochs)
     validation = (data.X_valid, data.y_valid) if data.X_valid is not None else None
+    auto = {}
+    if wants_auto_learning_rate(study):
+        tracker.check_reachable()
+        auto = resolve_auto_learning_rate(plan, tracker)
 
     def refit(params: dict[str, Any]) -> Any:
         return fitter(params, data.X_train, data.y_train, validation, study.seed, lambda epoch, logs: False)
 
-    return run_search(study.name, plan.strategy, evaluator, tracker, _study_params(plan, scoring), study_text,
+    return run_search(study.name, plan.strategy, evaluator, tracker, {**_study_params(plan, scoring), **auto}, study_text,
                       refit, test=(data.X_test, data.y_test), observer=observer)

@@ -97,45 +97,100 @@ def suggest(trial: Suggester, name: str, dim: Dimension) -> Any:
     return dim.value
 
 
+def default_value(dim: Dimension) -> Any:
+    """A representative value: the (log-)middle of a range, the first choice, the fixed value."""
+    if isinstance(dim, (Int, Float)):
+        middle = float(np.sqrt(dim.low * dim.high)) if dim.log else (dim.low + dim.high) / 2
+        return int(round(middle)) if isinstance(dim, Int) else middle
+    if isinstance(dim, Categorical):
+        return dim.choices[0]
+    if isinstance(dim, Distribution):
+        return to_python(dim.dist.median())
+    return dim.value
+
+
+Branches = dict[Any, dict[str, Dimension]]
+
+
 class SearchSpace:
-    """A named set of dimensions with the three engine mappings."""
+    """Named dimensions with the three engine mappings, optionally branching on one switch.
 
-    def __init__(self, dimensions: Mapping[str, Dimension]) -> None:
+    ``switch``/``branches``: dimensions that exist per value of a categorical switch, e.g. a
+    learning-rate range per optimizer (the chapter: re-tune the LR whenever the optimizer changes).
+    Random and grid search get scikit-learn's list-of-dicts form (one sub-space per value); Optuna
+    gets conditional ``suggest`` calls named ``learning_rate:adam``.
+    """
+
+    def __init__(self, dimensions: Mapping[str, Dimension], switch: str | None = None,
+                 branches: Branches | None = None) -> None:
         self.dimensions = dict(dimensions)
+        self.switch, self.branches = switch, branches or {}
 
-    @property
-    def fixed(self) -> Params:
-        return {k: d.value for k, d in self.dimensions.items() if isinstance(d, Fixed)}
+    def _subspaces(self, convert: Any) -> list[dict[str, Any]] | dict[str, Any]:
+        base = {k: convert(d) for k, d in self.dimensions.items() if k != self.switch}
+        if not self.branches:
+            return base
+        return [{**base, self.switch: [choice], **{k: convert(d) for k, d in dims.items()}}
+                for choice, dims in self.branches.items()]
+
+    def defaults(self) -> Params:
+        """One representative candidate (what the LR range test trains)."""
+        return {name: default_value(dim) for name, dim in self.dimensions.items()}
 
     def sample(self, n: int, seed: int) -> Iterator[Params]:
         """``n`` candidates drawn exactly as ``RandomizedSearchCV(n_iter=n, random_state=seed)`` draws them."""
-        distributions = {k: to_scipy(d) for k, d in self.dimensions.items()} or {"__empty__": [None]}
+        distributions = self._subspaces(to_scipy) or {"__empty__": [None]}
         for params in ParameterSampler(distributions, n_iter=n, random_state=seed):
             params.pop("__empty__", None)
             yield to_python(params)
 
     def grid(self, points: int) -> Iterator[Params]:
         """Every candidate of the grid, in ``GridSearchCV``'s order."""
-        grid = {k: to_grid(d, points) for k, d in self.dimensions.items()}
-        for params in ParameterGrid(grid):
+        for params in ParameterGrid(self._subspaces(lambda d: to_grid(d, points))):
             yield to_python(params)
 
     def grid_size(self, points: int) -> int:
-        return len(ParameterGrid({k: to_grid(d, points) for k, d in self.dimensions.items()}))
+        return len(ParameterGrid(self._subspaces(lambda d: to_grid(d, points))))
 
     def suggest(self, trial: Suggester) -> Params:
-        """One candidate from an Optuna trial."""
-        return {name: to_python(suggest(trial, name, dim)) for name, dim in self.dimensions.items()}
+        """One candidate from an Optuna trial (branch dimensions suggested under ``name:choice``)."""
+        params = {name: to_python(suggest(trial, name, dim)) for name, dim in self.dimensions.items()}
+        if self.branches:
+            choice = params[self.switch]
+            for name, dim in self.branches[choice].items():
+                params[name] = to_python(suggest(trial, f"{name}:{choice}", dim))
+        return params
 
     def check_strategy(self, strategy: str) -> None:
         """Refuse, before any training, dimensions the strategy cannot search (scipy distributions)."""
         if strategy == "random":
             return
-        for name, dim in self.dimensions.items():
+        every = [*self.dimensions.items(), *(item for dims in self.branches.values() for item in dims.items())]
+        for name, dim in every:
             if isinstance(dim, Distribution):
                 raise ValueError(f"space[{name!r}]: the {strategy} strategy cannot search {dim!r}; "
                                  "use Int/Float/Categorical (or a list), or strategy='random'")
 
     def describe(self) -> dict[str, str]:
         """A readable one-line form of each dimension (logged as the study's search space)."""
-        return {name: repr(dim) for name, dim in self.dimensions.items()}
+        described = {name: repr(dim) for name, dim in self.dimensions.items()}
+        for choice, dims in self.branches.items():
+            described.update({f"{name}:{choice}": repr(dim) for name, dim in dims.items()})
+        return described
+
+
+def conditioned_on_optimizer(dimensions: Mapping[str, Dimension],
+                             learning_rates: Mapping[Any, Dimension] | None = None) -> SearchSpace:
+    """The space with the learning rate conditional on the optimizer, when both are searched.
+
+    ``learning_rates`` gives a range per optimizer (from the LR range test); otherwise every
+    optimizer gets the space's own ``learning_rate`` range, tuned separately for each.
+    """
+    optimizer, rate = dimensions.get("optimizer"), dimensions.get("learning_rate")
+    if not isinstance(optimizer, Categorical) or (rate is None and not learning_rates):
+        return SearchSpace(dimensions)
+    if not learning_rates and isinstance(rate, Fixed):
+        return SearchSpace(dimensions)
+    base = {k: d for k, d in dimensions.items() if k != "learning_rate"}
+    branches = {choice: {"learning_rate": (learning_rates or {}).get(choice, rate)} for choice in optimizer.choices}
+    return SearchSpace(base, switch="optimizer", branches=branches)

@@ -241,6 +241,27 @@ class MlflowTracker:
             study.log_model(result.best_estimator)
         study.end(status)
 
+    def log_range_test(self, study_name: str, test: Any, plot_path: Path) -> str:
+        """One run (tag ``hpsearch.role=lr-find``): the loss and LR per step, the findings, the plot."""
+        experiment_id = self._experiment()
+        suffix = f"-{test.optimizer}" if test.optimizer else ""
+        run = _Run(self.client, self.client.create_run(experiment_id, run_name=f"lr-find{suffix}", tags={
+            "hpsearch.role": "lr-find", "hpsearch.study": study_name}).info.run_id)
+        run.log_params({"optimizer": test.optimizer, "start_lr": float(test.lrs[0]) if len(test.lrs) else None,
+                        "iterations": len(test.lrs)})
+        for step, (lr, loss) in enumerate(zip(test.lrs, test.losses)):
+            values = {"lr": lr, "loss": loss}
+            if step < len(test.smoothed):
+                values["loss_smoothed"] = test.smoothed[step]
+            run.log_metrics({k: v for k, v in values.items() if math.isfinite(v)}, step=step)
+        findings = {k: getattr(test, k) for k in ("divergence_lr", "suggested_lr", "steepest_lr")}
+        run.log_metrics({k: v for k, v in findings.items() if v is not None})
+        if test.problems:
+            run.set_tags({"hpsearch.problems": " | ".join(test.problems)})
+        self.client.log_artifact(run.run_id, str(plot_path))
+        run.end("FINISHED")
+        return run.run_id
+
     def abort(self, reason: str, status: str = "KILLED") -> None:
         """Close the open trial run and the study run (KILLED or FAILED) so nothing is left RUNNING."""
         for run in (self._open_trial, self.study):

@@ -27,6 +27,7 @@ class Tracker(Protocol):
     def end_trial(self, run: TrialRun, result: TrialResult, model: Any = None) -> None: ...
     def end_study(self, result: StudyResult, extra: dict[str, Any], status: str = "FINISHED") -> None: ...
     def abort(self, reason: str, status: str = "KILLED") -> None: ...
+    def log_range_test(self, study_name: str, test: Any, plot_path: Any) -> str | None: ...
 
 
 class _NullRun:
@@ -59,3 +60,6 @@ class NullTracker:
 
     def abort(self, reason: str, status: str = "KILLED") -> None:
         pass
+
+    def log_range_test(self, study_name: str, test: Any, plot_path: Any) -> None:
+        return None

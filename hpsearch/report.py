@@ -1,0 +1,354 @@
+"""A study's report: PNG plots of what MLflow recorded (the layout is in :mod:`hpsearch.tracking`).
+
+:func:`collect` is the only function that reads MLflow; it returns plain data (:class:`StudyRecord`).
+:func:`write_report` draws that data on matplotlib's Agg canvas (no pyplot, no Keras) and skips each
+plot the record cannot support, e.g. the score plots when no trial finished.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import os
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import optuna
+from matplotlib import colormaps
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.cm import ScalarMappable
+from matplotlib.colors import Normalize
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
+from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
+
+from hpsearch.config import DEFAULT_TRACKING_URI
+from hpsearch.errors import TrackingError, mask_credentials
+
+MAX_CURVE_PANELS = 12
+
+
+@dataclass
+class TrialRecord:
+    """One trial run: parsed params, state, score (finished trials only), loss curves as (step, value)."""
+
+    number: int
+    state: str
+    params: dict[str, Any]
+    score: float | None
+    curves: dict[str, list[tuple[int, float]]]
+
+    @property
+    def finished(self) -> bool:
+        return self.state == "finished" and self.score is not None
+
+
+@dataclass
+class StudyRecord:
+    """A study run and its trials; the curves are fold 0's when the study cross-validated (``cv``)."""
+
+    experiment: str
+    study_run_id: str
+    name: str
+    scoring: str
+    cv: bool
+    trials: list[TrialRecord]
+
+    @property
+    def finished(self) -> list[TrialRecord]:
+        return [t for t in self.trials if t.finished]
+
+
+def parse_param(text: str) -> Any:
+    """An MLflow param string back to its number (or list of numbers); anything else stays a string."""
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return text
+    if _is_number(value) or (isinstance(value, list) and value and all(_is_number(v) for v in value)):
+        return value
+    return text
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _finite(value: float) -> bool:
+    return math.isfinite(value) and abs(value) < sys.float_info.max  # SQL stores keep +-inf as +-max float
+
+
+def collect(client: MlflowClient, experiment_name: str, study_run_id: str | None = None) -> StudyRecord:
+    """The newest study run of ``experiment_name`` (or ``study_run_id``) and its trial runs, as plain data."""
+    where = mask_credentials(client.tracking_uri)
+    try:
+        experiment = client.get_experiment_by_name(experiment_name)
+        if experiment is None:
+            raise TrackingError(f"no MLflow experiment named {experiment_name!r} at {where}")
+        if study_run_id is None:
+            newest = client.search_runs([experiment.experiment_id], "tags.`hpsearch.role` = 'study'",
+                                        order_by=["attributes.start_time DESC"], max_results=1)
+            if not newest:
+                raise TrackingError(f"experiment {experiment_name!r} has no hpsearch study run at {where}")
+            study_run_id = newest[0].info.run_id
+        study = client.get_run(study_run_id)
+        runs, token = [], None
+        while token != "":
+            page = client.search_runs([study.info.experiment_id], f"tags.`mlflow.parentRunId` = '{study_run_id}'",
+                                      max_results=1000, page_token=token)
+            runs, token = runs + list(page), page.token or ""
+        cv = any("fold0/loss" in run.data.metrics for run in runs)
+        trials = [_trial(client, run, "fold0/" if cv else "") for run in runs]
+    except MlflowException as exc:
+        raise TrackingError(f"cannot read MLflow at {where}: {exc.message}") from None
+    return StudyRecord(experiment_name, study_run_id, study.data.tags.get("hpsearch.study", study.info.run_name),
+                       study.data.params.get("scoring", "score"), cv, sorted(trials, key=lambda t: t.number))
+
+
+def _trial(client: MlflowClient, run: Any, prefix: str) -> TrialRecord:
+    curves = {key: sorted((m.step, m.value) for m in client.get_metric_history(run.info.run_id, prefix + key))
+              for key in ("loss", "val_loss")}
+    state = run.data.tags.get("hpsearch.state", "failed")
+    return TrialRecord(int(run.data.tags.get("hpsearch.trial", -1)), state,
+                       {k: parse_param(v) for k, v in run.data.params.items()},
+                       run.data.metrics.get("score") if state == "finished" else None, curves)
+
+
+def curve_x(steps: Sequence[int], training: bool) -> list[float]:
+    """x of per-epoch points logged at 0-based ``steps``: epoch i (1-based) is validated at its end, x = i;
+    its training loss is the running mean over the epoch, centred half an epoch earlier, x = i - 0.5."""
+    return [step + (0.5 if training else 1.0) for step in steps]
+
+
+def _spans_decade(low: float, high: float) -> bool:
+    return low > 0 and high / low > 10
+
+
+def normalise(values: Sequence[float]) -> tuple[np.ndarray, bool]:
+    """``values`` scaled to [0, 1] (NaN kept; 0.5 if constant), in log10 when they span over a decade."""
+    array = np.asarray(values, dtype=float)
+    low, high = np.nanmin(array), np.nanmax(array)
+    log = bool(_spans_decade(low, high))
+    if log:
+        array, low, high = np.log10(array), math.log10(low), math.log10(high)
+    return (np.full_like(array, 0.5) if high == low else (array - low) / (high - low)), log
+
+
+def _numeric(trials: Sequence[TrialRecord], name: str) -> tuple[list[float], str] | None:
+    """Param ``name`` per trial as a float (NaN where absent, a list's mean for layer lists) and its label."""
+    present = [t.params[name] for t in trials if name in t.params]
+    if not present or not all(_is_number(v) or isinstance(v, list) for v in present):
+        return None
+    values = [float(np.mean(t.params[name])) if name in t.params else math.nan for t in trials]
+    return values, name + (" (lists: mean width)" if any(isinstance(v, list) for v in present) else "")
+
+
+def _param_names(trials: Sequence[TrialRecord]) -> list[str]:
+    return list(dict.fromkeys(name for t in trials for name in t.params))
+
+
+def _score_label(record: StudyRecord) -> str:
+    return f"score ({record.scoring}, greater is better)"
+
+
+def _mark_unscored(ax: Any, trials: Sequence[TrialRecord], x: Callable[[TrialRecord], float]) -> None:
+    """Pruned and failed trials have no score: markers on the bottom edge, at their x."""
+    for state, marker, colour in (("pruned", "v", "tab:gray"), ("failed", "x", "tab:red")):
+        xs = [x(t) for t in trials if t.state == state]
+        if xs:
+            ax.scatter(xs, [0.0] * len(xs), transform=ax.get_xaxis_transform(), marker=marker, color=colour,
+                       clip_on=False, zorder=3, label=f"{state} (no score)")
+
+
+def _learning_curves(record: StudyRecord) -> Figure | None:
+    drawable = [t for t in record.trials if any(_finite(v) for _, v in t.curves["loss"] + t.curves["val_loss"])]
+    chosen = sorted(drawable, key=lambda t: (not t.finished, -(t.score or 0.0), t.number))[:MAX_CURVE_PANELS]
+    if not chosen:
+        return None
+    cols = min(4, len(chosen))
+    rows = math.ceil(len(chosen) / cols)
+    fig = Figure(figsize=(3.4 * cols, 2.8 * rows + 0.6), layout="constrained")
+    axes = fig.subplots(rows, cols, squeeze=False).ravel()
+    for ax, trial in zip(axes, chosen):
+        for key, training, style, label in (("loss", True, "o-", "training"), ("val_loss", False, "s-", "validation")):
+            points = [(s, v) for s, v in trial.curves[key] if _finite(v)]
+            ax.plot(curve_x([s for s, _ in points], training), [v for _, v in points], style, markersize=3, label=label)
+        ax.set_xlim(left=0)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set(xlabel="epoch", ylabel="loss",
+               title=f"trial {trial.number}: " + (f"score {trial.score:.4g}" if trial.finished else trial.state))
+    for ax in axes[len(chosen):]:
+        ax.set_visible(False)
+    axes[0].legend(fontsize="small")
+    fig.suptitle(f"{record.name}: learning curves of the best {len(chosen)} trials{', fold 0' if record.cv else ''}\n"
+                 "(training loss is the mean over the epoch, so it sits half an epoch left of validation)")
+    return fig
+
+
+def _score_vs(record: StudyRecord, names: Sequence[str], title: str, log_x: bool = False) -> Figure | None:
+    """One panel of score vs each numeric param of ``names``; pruned/failed trials marked on the bottom edge."""
+    columns = [c for c in (_numeric(record.trials, n) for n in names) if c is not None]
+    if not columns or not record.finished:
+        return None
+    fig = Figure(figsize=(5.5 * len(columns), 4.5), layout="constrained")
+    for ax, (values, label) in zip(fig.subplots(1, len(columns), squeeze=False).ravel(), columns):
+        x = {t.number: v for t, v in zip(record.trials, values)}
+        ax.scatter([x[t.number] for t in record.finished], [t.score for t in record.finished], label="finished")
+        _mark_unscored(ax, record.trials, lambda t: x[t.number])
+        if log_x:
+            ax.set_xscale("log")
+        else:
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set(xlabel=label + (" (log scale)" if log_x else ""), ylabel=_score_label(record))
+        ax.legend(fontsize="small")
+    fig.suptitle(f"{record.name}: {title}")
+    return fig
+
+
+def _optimization_history(record: StudyRecord) -> Figure | None:
+    finished = record.finished
+    if not finished:
+        return None
+    fig = Figure(figsize=(6.5, 4.5), layout="constrained")
+    ax = fig.subplots()
+    numbers, scores = [t.number for t in finished], [t.score for t in finished]
+    ax.scatter(numbers, scores, label="trial score")
+    ax.step(numbers, np.maximum.accumulate(scores), where="post", color="tab:orange", label="best so far")
+    _mark_unscored(ax, record.trials, lambda t: t.number)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set(xlabel="trial number", ylabel=_score_label(record), title=f"{record.name}: optimization history")
+    ax.legend(fontsize="small")
+    return fig
+
+
+def _parallel_coordinates(record: StudyRecord) -> Figure | None:
+    finished = record.finished
+    columns = [c for c in (_numeric(finished, n) for n in _param_names(finished)) if c is not None]
+    if not columns:
+        return None
+    scores = [t.score for t in finished]
+    columns.append((scores, "score"))
+    scaled = [normalise(values) for values, _ in columns]
+    fig = Figure(figsize=(2.4 * len(columns) + 2, 4.8), layout="constrained")
+    ax = fig.subplots()
+    norm, cmap = Normalize(min(scores), max(scores)), colormaps["viridis"]
+    for row, score in enumerate(scores):
+        ax.plot(range(len(columns)), [s[row] for s, _ in scaled], color=cmap(norm(score)), alpha=0.8)
+    for i, (values, _) in enumerate(columns):
+        ax.axvline(i, color="black", linewidth=0.8)
+        ax.annotate(f"{np.nanmin(values):.3g}", (i, -0.04), ha="center", va="top", fontsize="small")
+        ax.annotate(f"{np.nanmax(values):.3g}", (i, 1.04), ha="center", va="bottom", fontsize="small")
+    ax.set_xticks(range(len(columns)), [label.replace(" (", "\n(") + ("\n(log scale)" if log else "")
+                                         for (_, label), (_, log) in zip(columns, scaled)])
+    ax.set(ylim=(-0.15, 1.15), yticks=[], title=f"{record.name}: finished trials, each axis scaled to [0, 1]")
+    fig.colorbar(ScalarMappable(norm=norm, cmap=cmap), ax=ax, label=_score_label(record))
+    return fig
+
+
+def _distribution(values: list[Any]) -> BaseDistribution:
+    """The Optuna distribution the observed values fit: int / float (log over a decade) / categorical."""
+    if all(isinstance(v, int) and _is_number(v) for v in values):
+        return IntDistribution(min(values), max(values), log=_spans_decade(min(values), max(values)))
+    if all(_is_number(v) for v in values):
+        low, high = float(min(values)), float(max(values))
+        return FloatDistribution(low, high, log=_spans_decade(low, high))
+    return CategoricalDistribution(sorted({_choice(v) for v in values}))
+
+
+def _choice(value: Any) -> str:
+    return json.dumps(value) if isinstance(value, list) else str(value)
+
+
+def _optuna_value(value: Any, distribution: BaseDistribution) -> Any:
+    if isinstance(distribution, CategoricalDistribution):
+        return _choice(value)
+    return float(value) if isinstance(distribution, FloatDistribution) else value
+
+
+def _optuna_study(record: StudyRecord) -> optuna.Study:
+    """An in-memory Optuna study of the finished trials, with distributions inferred from their values."""
+    finished = record.finished
+    distributions = {n: _distribution([t.params[n] for t in finished if n in t.params]) for n in _param_names(finished)}
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(study_name=record.name, direction="maximize")
+    study.add_trials([optuna.trial.create_trial(
+        params={n: _optuna_value(v, distributions[n]) for n, v in t.params.items()},
+        distributions={n: distributions[n] for n in t.params}, value=t.score) for t in finished])
+    return study
+
+
+def param_importances(record: StudyRecord) -> dict[str, float]:
+    """Optuna's importance of each varying param over the finished trials (best first); {} when it cannot say."""
+    finished = record.finished
+    varying = [n for n in _param_names(finished) if len({_choice(t.params.get(n)) for t in finished}) > 1]
+    if len(finished) < 2 or not varying:
+        return {}
+    return optuna.importance.get_param_importances(_optuna_study(record), params=varying)
+
+
+def _importance_plot(record: StudyRecord, importances: dict[str, float]) -> Figure | None:
+    if not importances:
+        return None
+    fig = Figure(figsize=(6.5, 1.2 + 0.5 * len(importances)), layout="constrained")
+    ax = fig.subplots()
+    names = list(importances)[::-1]
+    ax.barh(names, [importances[n] for n in names])
+    ax.set(xlabel="importance (sums to 1)", xlim=(0, 1),
+           title=f"{record.name}: hyperparameter importance (Optuna, {len(record.finished)} finished trials)")
+    return fig
+
+
+def _write_interactive(record: StudyRecord, path: Path) -> bool:
+    """Optuna's plotly figures on one HTML page, only where plotly is installed."""
+    if importlib.util.find_spec("plotly") is None or len(record.finished) < 2:
+        return False
+    study, vis = _optuna_study(record), optuna.visualization
+    figures = [vis.plot_optimization_history(study), vis.plot_parallel_coordinate(study),
+               vis.plot_param_importances(study)]
+    body = "\n".join(f.to_html(full_html=False, include_plotlyjs=i == 0) for i, f in enumerate(figures))
+    path.write_text(f"<html><head><meta charset='utf-8'><title>{record.name}</title></head><body>{body}</body></html>",
+                    encoding="utf-8")
+    return True
+
+
+def write_report(record: StudyRecord, folder: Path) -> list[Path]:
+    """Write the report's PNGs (and ``interactive.html`` where plotly is installed); returns the files written."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    figures = {
+        "learning_curves.png": _learning_curves(record),
+        "score_vs_learning_rate.png": _score_vs(record, ["learning_rate"], "score vs learning rate", log_x=True),
+        "score_vs_depth_width.png": _score_vs(record, ["n_hidden", "n_neurons"], "score vs depth and width"),
+        "optimization_history.png": _optimization_history(record),
+        "parallel_coordinates.png": _parallel_coordinates(record),
+        "param_importance.png": _importance_plot(record, param_importances(record)),
+    }
+    written = []
+    for name, fig in figures.items():
+        if fig is not None:
+            FigureCanvasAgg(fig).print_png(folder / name)
+            written.append(folder / name)
+    if _write_interactive(record, folder / "interactive.html"):
+        written.append(folder / "interactive.html")
+    return written
+
+
+def log_report(client: MlflowClient, study_run_id: str, files: Sequence[Path]) -> None:
+    """Attach the report's files to the study run, under ``report/``."""
+    for path in files:
+        client.log_artifact(study_run_id, str(path), "report")
+
+
+def report_command(experiment: str, folder: Path, tracking_uri: str | None = None) -> list[Path]:
+    """``hpsearch report EXPERIMENT --out FOLDER``: the newest study of ``experiment`` drawn into ``folder``."""
+    uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
+        raise TrackingError(f"no MLflow store at {uri} (run a study first, or give the tracking URI it used)")
+    return write_report(collect(MlflowClient(uri), experiment), folder)

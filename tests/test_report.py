@@ -1,0 +1,145 @@
+"""The study report: real studies recorded in a real MLflow store, drawn to PNGs and logged back."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import tiny_study
+from mlflow import MlflowClient
+
+from hpsearch.config import parse_study
+from hpsearch.errors import TrackingError
+from hpsearch.report import (StudyRecord, TrialRecord, collect, curve_x, log_report, normalise, param_importances,
+                             parse_param, report_command, write_report)
+from hpsearch.runner import run_study
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+ALL_PLOTS = {"learning_curves.png", "score_vs_learning_rate.png", "score_vs_depth_width.png",
+             "optimization_history.png", "parallel_coordinates.png", "param_importance.png"}
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """One tiny Optuna study (3 trials, 2-fold cv) trained once for the module; returns its tracking URI.
+
+    URIs are absolute: MLflow caches one store per URI, so a relative ``sqlite:///mlflow.db`` would keep
+    pointing at the folder of whichever test opened it first.
+    """
+    folder = tmp_path_factory.mktemp("report-study")
+    uri = f"sqlite:///{folder / 'mlflow.db'}"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(folder)
+        run_study(parse_study(tiny_study(name="report", search__strategy="optuna", search__n_trials=3,
+                                         tracking__uri=uri)), "")
+    return uri
+
+
+def assert_pngs(files: list[Path]) -> None:
+    for path in files:
+        assert path.read_bytes()[:8] == PNG_SIGNATURE, path
+        assert path.stat().st_size > 10_000, path
+
+
+@pytest.mark.slow
+def test_report_command_writes_every_plot(store, tmp_path):
+    files = report_command("report", tmp_path / "out", store)
+    assert {p.name for p in files} == ALL_PLOTS  # plotly is not installed: no interactive.html
+    assert all(p.parent == tmp_path / "out" for p in files)
+    assert_pngs(files)
+
+
+@pytest.mark.slow
+def test_collect_returns_the_trials_as_plain_data(store):
+    record = collect(MlflowClient(store), "report")
+    assert record.name == "report" and record.scoring == "accuracy" and record.cv
+    assert [t.number for t in record.trials] == [0, 1, 2]
+    for trial in record.trials:
+        assert trial.state == "finished" and 0 < trial.score <= 1
+        assert isinstance(trial.params["n_neurons"], int) and 4 <= trial.params["n_neurons"] <= 16
+        assert isinstance(trial.params["learning_rate"], float) and 1e-3 <= trial.params["learning_rate"] <= 1e-2
+        epochs = len(trial.curves["loss"])
+        assert 1 <= epochs <= 4 and [s for s, _ in trial.curves["val_loss"]] == list(range(epochs))
+
+
+@pytest.mark.slow
+def test_param_importances_cover_the_searched_params(store):
+    importances = param_importances(collect(MlflowClient(store), "report"))
+    assert set(importances) == {"n_neurons", "learning_rate"}
+    assert sum(importances.values()) == pytest.approx(1.0)
+
+
+@pytest.mark.slow
+def test_log_report_attaches_the_files_to_the_study_run(store, tmp_path):
+    client = MlflowClient(store)
+    record = collect(client, "report")
+    log_report(client, record.study_run_id, write_report(record, tmp_path))
+    logged = {a.path for a in client.list_artifacts(record.study_run_id, "report")}
+    assert logged == {f"report/{name}" for name in ALL_PLOTS}
+
+
+@pytest.mark.slow
+def test_unknown_experiment_or_store_is_a_tracking_error(store, tmp_path):
+    with pytest.raises(TrackingError, match="no MLflow experiment named 'nope'"):
+        report_command("nope", tmp_path, store)
+    with pytest.raises(TrackingError, match="no MLflow store"):
+        report_command("report", tmp_path, f"sqlite:///{tmp_path / 'absent.db'}")
+    assert not (tmp_path / "absent.db").exists()
+
+
+@pytest.mark.slow
+def test_study_whose_trials_all_failed_still_reports(workdir, monkeypatch):
+    uri = f"sqlite:///{workdir / 'mlflow.db'}"
+    raw = tiny_study(name="all-failed", search__space={"learning_rate": 1.0e6}, data={"dataset": "diabetes"},
+                     model={"factory": "mlp", "params": {"optimizer": "sgd"}}, training__early_stopping=False,
+                     search__cv=None, search__n_trials=1, tracking__uri=uri)
+    run_study(parse_study(raw), "")
+    record = collect(MlflowClient(uri), "all-failed")
+    assert [t.state for t in record.trials] == ["failed"] and not record.finished
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)  # report_command's default
+    files = report_command("all-failed", workdir / "out", None)
+    assert len(files) < len(ALL_PLOTS) and "optimization_history.png" not in {p.name for p in files}
+    assert_pngs(files)
+    assert param_importances(record) == {}
+
+
+def test_training_points_sit_half_an_epoch_before_validation():
+    assert curve_x([0, 1, 2], training=True) == [0.5, 1.5, 2.5]
+    assert curve_x([0, 1, 2], training=False) == [1.0, 2.0, 3.0]
+
+
+def test_params_parse_back_and_normalise():
+    assert parse_param("12") == 12 and parse_param("0.003") == 0.003
+    assert parse_param("[300, 100]") == [300, 100]
+    assert parse_param("relu") == "relu" and parse_param("true") == "true"
+    scaled, log = normalise([1e-4, 1e-3, 1e-2])
+    assert log and list(scaled) == pytest.approx([0.0, 0.5, 1.0])
+    scaled, log = normalise([2, 4, 3])
+    assert not log and list(scaled) == pytest.approx([0.0, 1.0, 0.5])
+    assert list(normalise([7, 7])[0]) == [0.5, 0.5]
+
+
+def test_layer_lists_categoricals_pruned_and_failed_trials(tmp_path):
+    """Recorded data of every kind (no training): lists as widths, strings as categories, unscored trials."""
+    def trial(number: int, state: str, n_neurons: str, optimizer: str, score: float | None) -> TrialRecord:
+        params = {"n_hidden": 2, "n_neurons": parse_param(n_neurons), "optimizer": optimizer,
+                  "learning_rate": 10.0 ** -number}
+        curve = [(step, 1.0 / (step + 1)) for step in range(3)]
+        return TrialRecord(number, state, params, score, {"loss": curve, "val_loss": curve})
+
+    record = StudyRecord("e", "run", "kinds", "neg_mean_squared_error", False, [
+        trial(1, "finished", "[300, 100]", "sgd", -0.5), trial(2, "finished", "[50]", "adam", -0.4),
+        trial(3, "finished", "[30, 30]", "sgd", -0.7), trial(4, "pruned", "[10]", "adam", None),
+        trial(5, "failed", "[10]", "sgd", None)])
+    assert set(param_importances(record)) == {"n_neurons", "optimizer", "learning_rate"}  # n_hidden is constant
+    files = write_report(record, tmp_path)
+    assert {p.name for p in files} == ALL_PLOTS
+    assert_pngs(files)
+
+
+def test_report_module_does_not_load_keras():
+    code = "import sys, hpsearch.report; print(sorted({'tensorflow', 'keras'} & set(sys.modules)))"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]"
