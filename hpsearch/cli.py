@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from hpsearch.config import DEFAULT_TRACKING_URI, StudyConfig, load_study
+from hpsearch.config import DEFAULT_TRACKING_URI, StudyConfig, absolute_sqlite, load_study
 from hpsearch.errors import HpsearchError, mask_credentials
 from hpsearch.results import StudyResult
 
@@ -38,6 +38,13 @@ def build_parser() -> argparse.ArgumentParser:
     lr_find.add_argument("--end", type=float, default=10.0, help="last learning rate (default 10)")
     lr_find.add_argument("--iterations", type=int, default=300, help="batches, the LR growing exponentially")
     lr_find.add_argument("--out", type=Path, default=Path("."), help="folder for the plot(s) (default: here)")
+    best = commands.add_parser("best", help="print a study's best params, scores and model URIs from MLflow")
+    best.add_argument("experiment", help="the study's MLflow experiment (by default the study name)")
+    best.add_argument("--tracking-uri", default=None, help="default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db")
+    report = commands.add_parser("report", help="draw a recorded study's plots (learning curves, scores, importances)")
+    report.add_argument("experiment", help="the MLflow experiment (the study name unless tracking.experiment is set)")
+    report.add_argument("--out", type=Path, default=Path("report"), help="folder for the PNGs (default: ./report)")
+    report.add_argument("--tracking-uri", default=None, help=f"default: $MLFLOW_TRACKING_URI or {DEFAULT_TRACKING_URI}")
     ui = commands.add_parser("ui", help="open the MLflow UI on what the runs recorded")
     ui.add_argument("--backend-store-uri", default=DEFAULT_TRACKING_URI, help=f"default: {DEFAULT_TRACKING_URI}")
     ui.add_argument("--port", type=int, default=5000)
@@ -74,7 +81,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def _ui_command(uri: str) -> str:
-    suffix = "" if uri == DEFAULT_TRACKING_URI else f" --backend-store-uri {shlex.quote(uri)}"
+    suffix = "" if uri == absolute_sqlite(DEFAULT_TRACKING_URI) else f" --backend-store-uri {shlex.quote(uri)}"
     return "hpsearch ui" + suffix if not uri.startswith("http") else f"open {uri} in a browser"
 
 
@@ -151,6 +158,32 @@ def cmd_lr_find(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_best(args: argparse.Namespace) -> int:
+    from hpsearch.tracking import latest_study_run, registry_name
+
+    _, run = latest_study_run(args.experiment, args.tracking_uri)
+    metrics, tags, params = run.data.metrics, run.data.tags, run.data.params
+    console.print(f"study {run.info.run_name!r} (run {run.info.run_id}), scoring {params.get('scoring')}")
+    console.print(f"best params: {tags.get('hpsearch.best_params')}", highlight=False, soft_wrap=True)
+    for key in ("best_score", "best_score_std", "test_score"):
+        if key in metrics:
+            console.print(f"{key}: {metrics[key]:.6g}")
+    console.print(f"model: runs:/{run.info.run_id}/model", soft_wrap=True)
+    console.print(f"registered: models:/{registry_name(run.info.run_name)}@champion", soft_wrap=True)
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from hpsearch.report import report_command
+
+    files = report_command(args.experiment, args.out, args.tracking_uri)
+    for path in files:
+        console.print(str(path), highlight=False, soft_wrap=True)
+    if not files:
+        err_console.print(f"nothing to draw for {args.experiment!r}: no trial recorded a curve or a score")
+    return 0
+
+
 def cmd_ui(args: argparse.Namespace) -> int:
     command = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", args.backend_store_uri,
                "--host", args.host, "--port", str(args.port)]
@@ -158,7 +191,8 @@ def cmd_ui(args: argparse.Namespace) -> int:
     return subprocess.call(command)
 
 
-COMMANDS = {"run": cmd_run, "check": cmd_check, "lr-find": cmd_lr_find, "ui": cmd_ui}
+COMMANDS = {"run": cmd_run, "check": cmd_check, "lr-find": cmd_lr_find, "best": cmd_best, "report": cmd_report,
+            "ui": cmd_ui}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import difflib
 import os
+import re
 from pathlib import Path
 from typing import Any, Literal
-
-import re
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -21,6 +20,19 @@ DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 DEFAULT_OPTUNA_STORAGE = "sqlite:///optuna.db"
 # Parameters the scikeras wrapper consumes itself; everything else goes to the model factory.
 WRAPPER_PARAMS = frozenset({"batch_size", "epochs", "shuffle", "class_weight"})
+
+
+def absolute_sqlite(url: str) -> str:
+    """``sqlite:///relative.db`` -> ``sqlite:////abs/path/relative.db`` (MLflow and SQLAlchemy cache one
+    store per URL string, so a relative path would keep pointing at the first working directory)."""
+    if url.startswith("sqlite:///") and not url.startswith("sqlite:////") and ":memory:" not in url:
+        return "sqlite:///" + str(Path(url.removeprefix("sqlite:///")).resolve())
+    return url
+
+
+def tracking_uri(explicit: str | None = None) -> str:
+    """The MLflow tracking URI in force: ``explicit``, else ``$MLFLOW_TRACKING_URI``, else ``./mlflow.db``."""
+    return absolute_sqlite(explicit or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI)
 
 
 class _Loader(yaml.SafeLoader):
@@ -158,7 +170,7 @@ class TrackingConfig(_Strict):
 
     def resolved_uri(self) -> str:
         """The tracking URI in force: the study file's, else ``MLFLOW_TRACKING_URI``, else local SQLite."""
-        return self.uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+        return tracking_uri(self.uri)
 
 
 class StudyConfig(_Strict):

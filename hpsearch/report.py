@@ -10,7 +10,6 @@ from __future__ import annotations
 import importlib.util
 import json
 import math
-import os
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -29,7 +28,7 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
 
-from hpsearch.config import DEFAULT_TRACKING_URI
+from hpsearch.config import tracking_uri as resolve_uri
 from hpsearch.errors import TrackingError, mask_credentials
 
 MAX_CURVE_PANELS = 12
@@ -247,7 +246,8 @@ def _parallel_coordinates(record: StudyRecord) -> Figure | None:
         ax.annotate(f"{np.nanmax(values):.3g}", (i, 1.04), ha="center", va="bottom", fontsize="small")
     ax.set_xticks(range(len(columns)), [label.replace(" (", "\n(") + ("\n(log scale)" if log else "")
                                          for (_, label), (_, log) in zip(columns, scaled)])
-    ax.set(ylim=(-0.15, 1.15), yticks=[], title=f"{record.name}: finished trials, each axis scaled to [0, 1]")
+    ax.set(xlim=(-0.4, len(columns) - 0.6), ylim=(-0.15, 1.15), yticks=[],
+           title=f"{record.name}: finished trials, each axis scaled to [0, 1]")
     fig.colorbar(ScalarMappable(norm=norm, cmap=cmap), ax=ax, label=_score_label(record))
     return fig
 
@@ -348,7 +348,7 @@ def log_report(client: MlflowClient, study_run_id: str, files: Sequence[Path]) -
 
 def report_command(experiment: str, folder: Path, tracking_uri: str | None = None) -> list[Path]:
     """``hpsearch report EXPERIMENT --out FOLDER``: the newest study of ``experiment`` drawn into ``folder``."""
-    uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+    uri = resolve_uri(tracking_uri)
     if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
         raise TrackingError(f"no MLflow store at {uri} (run a study first, or give the tracking URI it used)")
     return write_report(collect(MlflowClient(uri), experiment), folder)

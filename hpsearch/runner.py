@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import logging
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -16,12 +17,12 @@ from sklearn.base import is_classifier
 
 from hpsearch.config import StudyConfig
 from hpsearch.data import Dataset, load_dataset
+from hpsearch.dimensions import Categorical, Fixed
 from hpsearch.errors import ConfigError, mask_credentials
 from hpsearch.evaluation import DEFAULT_SCORING, Evaluator, Splits, make_folds
 from hpsearch.fitting import StudyFitter
 from hpsearch.models.estimator import check_params, resolve_factory
 from hpsearch.results import NoObserver, StudyResult, TrialObserver
-from hpsearch.dimensions import Categorical, Fixed
 from hpsearch.space import SearchSpace, conditioned_on_optimizer
 from hpsearch.strategies import Strategy, make_strategy
 from hpsearch.tracking_base import Tracker
@@ -160,5 +161,19 @@ def run_study(study: StudyConfig, study_text: str, observer: TrialObserver | Non
     def refit(params: dict[str, Any]) -> Any:
         return fitter(params, data.X_train, data.y_train, validation, study.seed, lambda epoch, logs: False)
 
-    return run_search(study.name, plan.strategy, evaluator, tracker, {**_study_params(plan, scoring), **auto}, study_text,
-                      refit, test=(data.X_test, data.y_test), observer=observer)
+    result = run_search(study.name, plan.strategy, evaluator, tracker, {**_study_params(plan, scoring), **auto},
+                        study_text, refit, test=(data.X_test, data.y_test), observer=observer)
+    _log_report(tracker, result.study_run_id)
+    return result
+
+
+def _log_report(tracker: Any, study_run_id: str) -> None:
+    """Draw the study's report and attach it to the study run (``report/``); never fails the study."""
+    from hpsearch.report import collect, log_report, write_report
+
+    try:
+        with tempfile.TemporaryDirectory() as folder:
+            record = collect(tracker.client, tracker.experiment_name, study_run_id)
+            log_report(tracker.client, study_run_id, write_report(record, Path(folder)))
+    except Exception as exc:  # the study is recorded already; a plot must not turn it into an error
+        logging.getLogger(__name__).warning("hpsearch: the study report was not logged: %s", exc)

@@ -8,7 +8,6 @@ instead of a study file's factory.
 from __future__ import annotations
 
 import difflib
-import os
 import time
 from copy import deepcopy
 from typing import Any
@@ -24,7 +23,7 @@ from sklearn.utils import get_tags
 from sklearn.utils.metaestimators import available_if
 from sklearn.utils.validation import check_is_fitted
 
-from hpsearch.config import DEFAULT_TRACKING_URI, parse_search
+from hpsearch.config import parse_search, tracking_uri
 from hpsearch.dimensions import as_dimension
 from hpsearch.evaluation import Evaluator, Splits, make_folds
 from hpsearch.fitting import EstimatorFitter, keras_step
@@ -135,8 +134,7 @@ class SearchCV(MetaEstimatorMixin, BaseEstimator):
             return NullTracker()
         from hpsearch.tracking import MlflowTracker
 
-        uri = self.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
-        return MlflowTracker(uri, self.experiment, self.log_models)
+        return MlflowTracker(tracking_uri(self.tracking_uri), self.experiment, self.log_models)
 
     def _study_params(self, space: SearchSpace, X: Any, y: Any, seed: int) -> dict[str, Any]:
         return {"strategy": self.strategy, "n_trials": self.n_trials, "cv": repr(self.cv),

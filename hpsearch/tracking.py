@@ -32,7 +32,7 @@ from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 
-from hpsearch.config import DEFAULT_TRACKING_URI
+from hpsearch.config import tracking_uri as resolve_uri
 from hpsearch.errors import TrackingError, mask_credentials
 from hpsearch.results import StudyResult, TrialResult
 
@@ -67,12 +67,14 @@ def _param_value(value: Any) -> str:
     return text[:6000]
 
 
-def load_best(experiment: str, tracking_uri: str | None = None) -> Any:
-    """The refit best model of the newest finished study in ``experiment``, ready to ``predict``.
+def registry_name(study_name: str) -> str:
+    """The registered-model name of a study's best model (alias ``champion``)."""
+    return f"{study_name}-best"
 
-    That is whatever the search fitted: the whole pipeline when a pipeline was searched.
-    """
-    uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+
+def latest_study_run(experiment: str, tracking_uri: str | None = None) -> tuple[MlflowClient, Any]:
+    """(client, the newest finished study run with a best model) of ``experiment``."""
+    uri = resolve_uri(tracking_uri)
     client = MlflowClient(uri)
     found = client.get_experiment_by_name(experiment)
     if found is None:
@@ -81,9 +83,23 @@ def load_best(experiment: str, tracking_uri: str | None = None) -> Any:
                               order_by=["attributes.start_time DESC"], max_results=20)
     for run in runs:
         if any(a.path == "model" for a in client.list_artifacts(run.info.run_id)):
-            mlflow.set_tracking_uri(uri)
-            return mlflow.sklearn.load_model(f"runs:/{run.info.run_id}/model")
+            return client, run
     raise TrackingError(f"experiment {experiment!r} has no finished study with a best model at {mask_credentials(uri)}")
+
+
+def load_best(name: str, tracking_uri: str | None = None) -> Any:
+    """The refit best model of a study, ready to ``predict``: ``name`` is an experiment (its newest
+    finished study) or a registered model (``<study>-best``, alias ``champion``).
+
+    That is whatever the search fitted: the whole pipeline when a pipeline was searched.
+    """
+    uri = resolve_uri(tracking_uri)
+    mlflow.set_tracking_uri(uri)
+    client = MlflowClient(uri)
+    if client.get_experiment_by_name(name) is None and client.search_registered_models(f"name = '{name}'"):
+        return mlflow.sklearn.load_model(f"models:/{name}@champion")
+    _, run = latest_study_run(name, uri)
+    return mlflow.sklearn.load_model(f"runs:/{run.info.run_id}/model")
 
 
 class _Run:
@@ -239,7 +255,18 @@ class MlflowTracker:
             study.set_tags({f"hpsearch.{k}": v for k, v in extra.items()})
         if result.best_estimator is not None:
             study.log_model(result.best_estimator)
+            self._register(registry_name(result.name), study.run_id)
         study.end(status)
+
+    def _register(self, name: str, run_id: str) -> None:
+        """A new version of ``name`` from the study run's model, with the alias ``champion``."""
+        try:
+            self.client.create_registered_model(name, tags={"hpsearch.role": "best"})
+        except MlflowException as exc:
+            if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+                raise
+        version = self.client.create_model_version(name, source=f"runs:/{run_id}/model", run_id=run_id)
+        self.client.set_registered_model_alias(name, "champion", version.version)
 
     def log_range_test(self, study_name: str, test: Any, plot_path: Path) -> str:
         """One run (tag ``hpsearch.role=lr-find``): the loss and LR per step, the findings, the plot."""

@@ -106,3 +106,8 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory):
         except subprocess.TimeoutExpired:
             process.kill()
         log.close()
+
+
+def local_store(name: str = "mlflow.db") -> str:
+    """The current folder's embedded store as an absolute URI (MLflow caches one store per URI string)."""
+    return f"sqlite:///{Path.cwd() / name}"

@@ -10,6 +10,7 @@ import joblib
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import local_store
 from mlflow import MlflowClient
 from scipy.stats import expon, reciprocal
 from sklearn.base import clone, is_classifier, is_regressor
@@ -39,7 +40,7 @@ def preprocessing():
 
 
 def tracked_runs(experiment: str):
-    client = MlflowClient("sqlite:///mlflow.db")
+    client = MlflowClient(local_store())
     exp = client.get_experiment_by_name(experiment)
     runs = client.search_runs([exp.experiment_id])
     study = [r for r in runs if r.data.tags.get("hpsearch.role") == "study"]

@@ -16,7 +16,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-
 from conftest import tiny_study, write_study
 
 REPO = Path(__file__).resolve().parents[1]

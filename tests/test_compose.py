@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import re
 import shlex
-import tomllib
 from fnmatch import fnmatch
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
+import tomllib
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -10,11 +10,10 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from conftest import tiny_study, write_study
+
 from hpsearch.config import (
     DEFAULT_OPTUNA_STORAGE,
-    DEFAULT_TRACKING_URI,
     StudyConfig,
     apply_overrides,
     load_study,
@@ -54,7 +53,7 @@ def test_defaults(monkeypatch):
     assert early.restore_best_weights is True
     assert early.monitor == "val_loss"
     assert study.data.test_size == 0.25 and study.data.valid_size == 0.25 and study.data.scale == "standard"
-    assert study.tracking.resolved_uri() == DEFAULT_TRACKING_URI
+    assert study.tracking.resolved_uri() == f"sqlite:///{Path.cwd() / 'mlflow.db'}"
     assert study.experiment_name == "minimal"
 
 
@@ -62,7 +61,7 @@ def test_tracking_uri_precedence(monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5999")
     assert parse_study(copy.deepcopy(MINIMAL)).tracking.resolved_uri() == "http://127.0.0.1:5999"
     study = parse_study({**MINIMAL, "tracking": {"uri": "sqlite:///other.db", "experiment": "exp"}})
-    assert study.tracking.resolved_uri() == "sqlite:///other.db"
+    assert study.tracking.resolved_uri() == f"sqlite:///{Path.cwd() / 'other.db'}"  # made absolute
     assert study.experiment_name == "exp"
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import optuna
 import pytest
-from conftest import tiny_study, write_study
+from conftest import local_store, tiny_study, write_study
 from mlflow import MlflowClient
 
 from hpsearch.advice import advise
@@ -70,7 +70,7 @@ def test_lr_find_command_writes_plot_and_mlflow_run(workdir, capsys):
     assert "suggested" in out and "sgd" in out
     png = workdir / "plots" / "lr_find_sgd.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    client = MlflowClient("sqlite:///mlflow.db")
+    client = MlflowClient(local_store())
     runs = client.search_runs([client.get_experiment_by_name("lr-quick").experiment_id])
     (run,) = [r for r in runs if r.data.tags["hpsearch.role"] == "lr-find"]
     lrs = [m.value for m in client.get_metric_history(run.info.run_id, "lr")]
@@ -101,7 +101,7 @@ def test_learning_rate_auto_per_optimizer(workdir):
                      model={"factory": "mlp"},
                      search__space={"optimizer": ["sgd", "adam"], "learning_rate": "auto", "n_neurons": 8})
     result = run_study(parse_study(raw), "")
-    client = MlflowClient("sqlite:///mlflow.db")
+    client = MlflowClient(local_store())
     runs = client.search_runs([client.get_experiment_by_name("auto").experiment_id])
     (study_run,) = [r for r in runs if r.data.tags["hpsearch.role"] == "study"]
     assert {r.info.run_name for r in runs if r.data.tags["hpsearch.role"] == "lr-find"} == {"lr-find-sgd",
@@ -109,7 +109,7 @@ def test_learning_rate_auto_per_optimizer(workdir):
     ranges = {opt: study_run.data.params[f"space.learning_rate:{opt}"] for opt in ("sgd", "adam")}
     assert all("log=True" in r for r in ranges.values())
     assert "auto.learning_rate:adam.suggested" in study_run.data.params
-    stored = optuna.load_study(study_name="auto", storage="sqlite:///optuna.db")
+    stored = optuna.load_study(study_name="auto", storage=local_store("optuna.db"))
     for trial, ours in zip(stored.trials, result.trials):
         optimizer = trial.params["optimizer"]
         assert trial.params[f"learning_rate:{optimizer}"] == ours.params["learning_rate"]

@@ -12,8 +12,18 @@ from mlflow import MlflowClient
 
 from hpsearch.config import parse_study
 from hpsearch.errors import TrackingError
-from hpsearch.report import (StudyRecord, TrialRecord, collect, curve_x, log_report, normalise, param_importances,
-                             parse_param, report_command, write_report)
+from hpsearch.report import (
+    StudyRecord,
+    TrialRecord,
+    collect,
+    curve_x,
+    log_report,
+    normalise,
+    param_importances,
+    parse_param,
+    report_command,
+    write_report,
+)
 from hpsearch.runner import run_study
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"

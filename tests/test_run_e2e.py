@@ -10,9 +10,10 @@ from pathlib import Path
 import mlflow
 import numpy as np
 import pytest
-from conftest import tiny_study, write_study
+from conftest import local_store, tiny_study, write_study
 from mlflow import MlflowClient
 
+import hpsearch
 from hpsearch.cli import main
 from hpsearch.config import load_study, parse_study
 from hpsearch.data import load_dataset
@@ -77,6 +78,12 @@ def test_study_against_real_mlflow_server(mlflow_server, workdir):
     assert {"study.yaml", "model"} <= artifacts
     loaded = mlflow.sklearn.load_model(f"runs:/{study_run.info.run_id}/model")
     np.testing.assert_array_equal(loaded.predict(data.X_test), result.best_estimator.predict(data.X_test))
+    # registered as <study>-best with the alias champion; float64 input works on the float32-trained model
+    champion = client.get_model_version_by_alias("e2e-server-best", "champion")
+    assert champion.run_id == study_run.info.run_id
+    registered = hpsearch.load_best("e2e-server-best", tracking_uri=mlflow_server)
+    np.testing.assert_array_equal(registered.predict(data.X_test.astype("float64")),
+                                  result.best_estimator.predict(data.X_test))
     np.testing.assert_allclose(loaded.predict_proba(data.X_test), result.best_estimator.predict_proba(data.X_test),
                                rtol=1e-6)
 
@@ -89,8 +96,11 @@ def test_cli_strategies_on_embedded_store(workdir, strategy, capsys):
     assert main(["run", str(path), "--set", f"search.strategy={strategy}"]) == 0
     out = capsys.readouterr().out
     assert "best trials" in out and "hpsearch ui" in out
+    assert main(["best", f"cli-{strategy}"]) == 0
+    out = capsys.readouterr().out
+    assert "best_score" in out and "test_score" in out and f"models:/cli-{strategy}-best@champion" in out
 
-    client = MlflowClient("sqlite:///mlflow.db")
+    client = MlflowClient(local_store())
     study_run, trials = study_runs(client, f"cli-{strategy}")
     assert len(trials) == 2  # grid: n_neurons at 2 points; random/optuna: n_trials=2
     assert all(t.data.tags["hpsearch.state"] == "finished" for t in trials)
@@ -107,13 +117,13 @@ def test_optuna_rerun_resumes_same_study(workdir):
     assert main(["run", str(path), "--set", "search.n_trials=3"]) == 0
 
     import optuna
-    stored = optuna.load_study(study_name="resume", storage="sqlite:///optuna.db")
+    stored = optuna.load_study(study_name="resume", storage=local_store("optuna.db"))
     assert len(stored.trials) == 3
-    study_run, trials = study_runs(MlflowClient("sqlite:///mlflow.db"), "resume")
+    study_run, trials = study_runs(MlflowClient(local_store()), "resume")
     assert [t.data.tags["hpsearch.trial"] for t in trials] == ["0", "1", "2"]
     assert study_run.info.status == "FINISHED"
     # holdout mode: curves carry no fold prefix
-    history = MlflowClient("sqlite:///mlflow.db").get_metric_history(trials[0].info.run_id, "val_loss")
+    history = MlflowClient(local_store()).get_metric_history(trials[0].info.run_id, "val_loss")
     assert len(history) == int(trials[0].data.metrics["epochs"])
 
 
@@ -135,7 +145,7 @@ def test_failing_trials_are_recorded_and_the_study_goes_on(workdir, monkeypatch)
     states = {t.params["explode"]: t for t in result.trials}
     assert states[False].state == "finished" and states[True].state == "failed"
     assert "boom" in states[True].reason
-    _, trials = study_runs(MlflowClient("sqlite:///mlflow.db"), "flaky")
+    _, trials = study_runs(MlflowClient(local_store()), "flaky")
     failed = [t for t in trials if t.data.tags["hpsearch.state"] == "failed"]
     assert len(failed) == 1 and failed[0].info.status == "FAILED"
     assert "RuntimeError: boom" in failed[0].data.tags["hpsearch.reason"]
@@ -150,7 +160,7 @@ def test_nan_loss_fails_the_trial_and_all_failed_exits_nonzero(workdir, capsys):
     assert main(["run", str(path)]) == 1
     captured = capsys.readouterr()
     assert "every trial" in captured.err and "NaN" in captured.out
-    study_run, trials = study_runs(MlflowClient("sqlite:///mlflow.db"), "diverge")
+    study_run, trials = study_runs(MlflowClient(local_store()), "diverge")
     assert trials[0].data.tags["hpsearch.state"] == "failed"
     assert "NaN" in trials[0].data.tags["hpsearch.reason"]
     assert study_run.info.status == "FAILED"
@@ -173,7 +183,7 @@ def test_chapter_california_study_on_the_real_file(workdir, cal_housing):
     assert study.search.space["learning_rate"].log
     assert len(result.trials) == 2 and result.best is not None
     assert result.scoring == "neg_mean_squared_error" and result.test_score < 0
-    study_run, trials = study_runs(MlflowClient("sqlite:///mlflow.db"), "california-housing-chapter10")
+    study_run, trials = study_runs(MlflowClient(local_store()), "california-housing-chapter10")
     assert study_run.data.params["data.n_features"] == "[8]"
     assert all(0 <= int(t.data.params["n_hidden"]) <= 3 for t in trials)
 

@@ -8,6 +8,7 @@ Fixes over scikeras 0.13:
   training data (class labels such as strings are encoded, not passed raw to Keras).
 - A regressor's whole-number target is still continuous (scikeras called it "multiclass").
 - Sparse input (a OneHotEncoder's output) is densified instead of crashing inside TensorFlow.
+- A model trained on float32 predicts on float64 (or integer) data instead of refusing it.
 - ``random_state`` seeds Keras without toggling TensorFlow's global op determinism (which broke
   later unseeded fits in the same process).
 - Parameters of the ``model`` factory can be set by their plain names (``set_params(n_hidden=2)``)
@@ -20,11 +21,11 @@ import inspect
 from typing import Any
 
 import numpy as np
+import scikeras.wrappers as sk
 from scipy import sparse
 from sklearn.utils import ClassifierTags, RegressorTags
 
-from hpsearch.models.backend import keras  # noqa: I001  (first: quiets TensorFlow before scikeras imports it)
-import scikeras.wrappers as sk  # noqa: E402
+from hpsearch.models.backend import keras
 
 
 def is_keras_wrapper(estimator: Any) -> bool:
@@ -70,6 +71,11 @@ class _Fixed:
     def _validate_data(self, X: Any = None, y: Any = None, reset: bool = False, y_numeric: bool = False) -> Any:
         if X is not None and sparse.issparse(X):
             X = X.toarray()  # e.g. a OneHotEncoder's output; TensorFlow rejects some sparse layouts
+        fitted_dtype = getattr(self, "X_dtype_", None)
+        if X is not None and not reset and fitted_dtype is not None and fitted_dtype.kind == "f":
+            X = np.asarray(X)
+            if X.dtype.kind in "fiu" and X.dtype != fitted_dtype:
+                X = X.astype(fitted_dtype)  # float64 data into a float32-trained model: a network is fine
         return super()._validate_data(X, y, reset=reset, y_numeric=y_numeric)
 
     def _fit_keras_model(self, X: Any, y: Any, sample_weight: Any, warm_start: bool, epochs: int,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import optuna
 from optuna.trial import TrialState
 
+from hpsearch.config import absolute_sqlite
 from hpsearch.errors import ConfigError, TrackingError, mask_credentials
 from hpsearch.results import TrialResult
 from hpsearch.strategies.base import Evaluate, Strategy
@@ -46,7 +47,8 @@ class OptunaStrategy(Strategy):
     def prepare(self) -> None:
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         try:
-            self.study = optuna.create_study(study_name=self.study_name, storage=self.search.storage,
+            storage = absolute_sqlite(self.search.storage) if self.search.storage else None
+            self.study = optuna.create_study(study_name=self.study_name, storage=storage,
                                              sampler=self._sampler(), pruner=self._pruner(),
                                              direction="maximize", load_if_exists=True)
         except Exception as exc:  # SQLAlchemy/driver errors: the URL is the user's to fix
