@@ -30,6 +30,7 @@ class Splits:
     """Where candidates train and are scored: CV folds over (X, y), or (no folds) the holdout set.
 
     ``X_valid``/``y_valid`` is the holdout scoring set, and with folds the early-stopping set.
+    ``sample_weight`` (one weight per row of X) weighs the training rows of every fold.
     """
 
     X: Any
@@ -37,19 +38,21 @@ class Splits:
     folds: list[tuple[np.ndarray, np.ndarray]] = field(default_factory=list)
     X_valid: Any = None
     y_valid: Any = None
+    sample_weight: Any = None
 
     @property
     def n_folds(self) -> int:
         return max(len(self.folds), 1)
 
     def fold(self, k: int) -> tuple[Any, ...]:
-        """(X_fit, y_fit, X_score, y_score, validation) of fold ``k``."""
+        """(X_fit, y_fit, weights_fit, X_score, y_score, validation) of fold ``k``."""
         if not self.folds:
-            return self.X, self.y, self.X_valid, self.y_valid, (self.X_valid, self.y_valid)
+            return self.X, self.y, self.sample_weight, self.X_valid, self.y_valid, (self.X_valid, self.y_valid)
         train, test = self.folds[k]
         X_test, y_test = _safe_indexing(self.X, test), _safe_indexing(self.y, test)
         validation = (self.X_valid, self.y_valid) if self.X_valid is not None else (X_test, y_test)
-        return _safe_indexing(self.X, train), _safe_indexing(self.y, train), X_test, y_test, validation
+        weights = None if self.sample_weight is None else _safe_indexing(self.sample_weight, train)
+        return _safe_indexing(self.X, train), _safe_indexing(self.y, train), weights, X_test, y_test, validation
 
 
 def make_folds(X: Any, y: Any, cv: Any, classifier: bool) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -90,10 +93,11 @@ class Evaluator:
         started, first_model = time.perf_counter(), None
         try:
             for fold in range(self.splits.n_folds):
-                X_fit, y_fit, X_score, y_score, validation = self.splits.fold(fold)
+                X_fit, y_fit, weights, X_score, y_score, validation = self.splits.fold(fold)
                 hook = _CurveHook(self, run, fold, reporter)
                 fit_started = time.perf_counter()
-                model = self.fitter(params, X_fit, y_fit, validation, self.seed + 7919 * number + fold, hook)
+                model = self.fitter(params, X_fit, y_fit, validation, self.seed + 7919 * number + fold, hook,
+                                    sample_weight=weights)
                 result.fit_seconds.append(time.perf_counter() - fit_started)
                 result.fold_epochs.append(hook.epochs)
                 if first_model is None:

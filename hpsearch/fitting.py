@@ -21,7 +21,7 @@ from hpsearch.models.estimator import assemble, make_estimator, make_preprocesso
 from hpsearch.models.wrappers import is_keras_wrapper
 
 Validation = tuple[np.ndarray, np.ndarray] | None
-Fitter = Callable[[dict[str, Any], Any, Any, Validation, int, EpochHook], Any]
+Fitter = Callable[..., Any]  # (params, X, y, validation, seed, hook, sample_weight=None) -> fitted model
 
 
 class TrialFailed(Exception):  # noqa: N818  (reads well in a failure reason: "TrialFailed: the loss became NaN")
@@ -46,7 +46,7 @@ class StudyFitter:
         return make_estimator(self.factory, self.task, {**self.fixed, **params}, self.study.training)
 
     def __call__(self, params: dict[str, Any], X: Any, y: Any, validation: Validation, seed: int,
-                 hook: EpochHook) -> Any:
+                 hook: EpochHook, sample_weight: Any = None) -> Any:
         fresh_session(seed)
         preprocessor = make_preprocessor(self.study.data.scale)
         if preprocessor is not None:
@@ -55,7 +55,7 @@ class StudyFitter:
                 validation = (preprocessor.transform(validation[0]), validation[1])
         estimator = self.new_estimator(params)
         callbacks = fit_callbacks(self.study.training, hook, validation is not None)
-        estimator.fit(X, y, validation_data=validation, callbacks=callbacks)
+        estimator.fit(X, y, sample_weight=sample_weight, validation_data=validation, callbacks=callbacks)
         _check_history(estimator)
         return assemble(preprocessor, estimator)
 
@@ -79,11 +79,13 @@ class EstimatorFitter:
         return clone(self.estimator).set_params(**clone(params, safe=False))
 
     def __call__(self, params: dict[str, Any], X: Any, y: Any, validation: Validation, seed: int,
-                 hook: EpochHook) -> Any:
+                 hook: EpochHook, sample_weight: Any = None) -> Any:
         fresh_session(seed)
         model = self.new_estimator(params)
         wrapper, prefix = keras_step(model)
         fit_params = {f"{prefix}callbacks": nan_guard(hook)} if wrapper is not None else {}
+        if sample_weight is not None:
+            fit_params[f"{prefix}sample_weight"] = sample_weight
         model.fit(X, y, **fit_params)
         if wrapper is not None:
             _check_history(wrapper)

@@ -96,8 +96,11 @@ class SearchCV(MetaEstimatorMixin, BaseEstimator):
 
     # -- fitting ------------------------------------------------------------------------------------
 
-    def fit(self, X: Any, y: Any = None) -> SearchCV:
-        """Run the search on (X, y), refit the best candidate on all of it, record it all."""
+    def fit(self, X: Any, y: Any = None, sample_weight: Any = None) -> SearchCV:
+        """Run the search on (X, y), refit the best candidate on all of it, record it all.
+
+        ``sample_weight`` weighs the training rows (of every fold, and of the refit).
+        """
         space = self._search_space()
         self._check_data(X, y)
         search = parse_search({"strategy": self.strategy, "n_trials": self.n_trials, "cv": None,
@@ -111,13 +114,15 @@ class SearchCV(MetaEstimatorMixin, BaseEstimator):
         scoring = self.scoring or ("accuracy" if is_classifier(self.estimator) else "r2")
         tracker = self._tracker()
         wrapper, _ = keras_step(self.estimator)
-        evaluator = Evaluator(Splits(X, y, folds), fitter, scoring, tracker, NoObserver(), seed,
+        if sample_weight is not None and len(sample_weight) != len(y):
+            raise ValueError(f"sample_weight has {len(sample_weight)} values for {len(y)} rows")
+        evaluator = Evaluator(Splits(X, y, folds, sample_weight=sample_weight), fitter, scoring, tracker, NoObserver(), seed,
                               int(getattr(wrapper, "epochs", 1) or 1))
         refit_seconds: list[float] = []
 
         def refit(params: dict[str, Any]) -> Any:
             started = time.perf_counter()
-            model = fitter(params, X, y, None, seed, lambda epoch, logs: False)
+            model = fitter(params, X, y, None, seed, lambda epoch, logs: False, sample_weight=sample_weight)
             refit_seconds.append(time.perf_counter() - started)
             return model
 

@@ -111,3 +111,15 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory):
 def local_store(name: str = "mlflow.db") -> str:
     """The current folder's embedded store as an absolute URI (MLflow caches one store per URI string)."""
     return f"sqlite:///{Path.cwd() / name}"
+
+
+def chapter_build_model(n_hidden=1, n_neurons=30, learning_rate=3e-3, input_shape=(8,)):
+    """The chapter's own build_model (Keras 3 spelling), as a user would write it."""
+    from hpsearch.models.backend import keras
+
+    model = keras.Sequential([keras.Input(shape=input_shape)])
+    for _ in range(n_hidden):
+        model.add(keras.layers.Dense(n_neurons, activation="relu"))
+    model.add(keras.layers.Dense(1))
+    model.compile(loss="mse", optimizer=keras.optimizers.SGD(learning_rate=learning_rate))
+    return model

@@ -10,7 +10,7 @@ import joblib
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import local_store
+from conftest import chapter_build_model, local_store
 from mlflow import MlflowClient
 from scipy.stats import expon, reciprocal
 from sklearn.base import clone, is_classifier, is_regressor
@@ -122,20 +122,9 @@ def test_mlp_estimators_are_scikit_learn_citizens(workdir):
     GridSearchCV(make_pipeline(StandardScaler(), clf), {"kerasmlpclassifier__n_hidden": [1, 2]}, cv=2).fit(X, y)
 
 
-def chapter_build_model(n_hidden=1, n_neurons=30, learning_rate=3e-3, input_shape=(4,)):
-    from hpsearch.models.backend import keras
-
-    model = keras.Sequential([keras.Input(shape=input_shape)])
-    for _ in range(n_hidden):
-        model.add(keras.layers.Dense(n_neurons, activation="relu"))
-    model.add(keras.layers.Dense(1))
-    model.compile(loss="mse", optimizer=keras.optimizers.SGD(learning_rate=learning_rate))
-    return model
-
-
 def test_user_factory_wrapped_without_declaring_its_params(workdir):
     X, y = load_iris(return_X_y=True)
-    reg = hpsearch.KerasRegressor(chapter_build_model, epochs=2, verbose=0)
+    reg = hpsearch.KerasRegressor(chapter_build_model, input_shape=(4,), epochs=2, verbose=0)
     search = hpsearch.SearchCV(reg, {"n_hidden": [1, 2], "n_neurons": hpsearch.Int(2, 6)},
                                n_trials=2, cv=2, tracking=False).fit(X, y.astype(float))
     assert set(search.best_params_) == {"n_hidden", "n_neurons"}
@@ -179,3 +168,15 @@ def test_space_objects_are_the_yaml_ones():
     from hpsearch.dimensions import as_dimension
     assert as_dimension(reciprocal(3e-4, 3e-2)) == hpsearch.Float(3e-4, 3e-2, log=True)
     assert as_dimension(np.arange(1, 4)) == hpsearch.Categorical([1, 2, 3])
+
+
+def test_sample_weights_reach_every_fit(workdir):
+    X, y = load_iris(return_X_y=True)
+    weights = np.where(y == 0, 0.0, 1.0)  # class 0 weighs nothing: the model never learns it
+    search = hpsearch.SearchCV(hpsearch.KerasMLPClassifier(epochs=30, optimizer="adam", learning_rate=0.05,
+                                                           validation_split=0.0),
+                               {"n_neurons": [16]}, strategy="grid", cv=3, tracking=False)
+    search.fit(X, y, sample_weight=weights)
+    assert (search.predict(X[y == 0]) != 0).mean() > 0.9
+    with pytest.raises(ValueError, match="sample_weight has 3 values"):
+        search.fit(X, y, sample_weight=[1, 2, 3])

@@ -178,7 +178,8 @@ def test_config_error_is_a_user_error():
     ({"n_hidden": {"int": [1.5, 3]}}, "n_hidden: int bounds must be whole numbers"),
     ({"n_hidden": {"int": [1, 3], "logg": True}}, "n_hidden: unknown option(s) ['logg']"),
     ({"n_hidden": {"int": [1, 3], "float": [1, 3]}}, "n_hidden: expected exactly one of"),
-    ("n_hidden", "expected a mapping of parameter names to ranges"),
+    ("n_hidden", "unknown preset space 'n_hidden'"),
+    (["n_hidden"], "expected a mapping of parameter names to ranges"),
 ], ids=str)
 def test_space_errors_name_the_parameter(space, expected):
     message = error_of(tiny_study(search__space=space))

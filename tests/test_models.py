@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import scikeras.wrappers
+from conftest import chapter_build_model
 from sklearn.base import clone, is_classifier, is_regressor
 from sklearn.model_selection import GridSearchCV, KFold, StratifiedKFold, check_cv, cross_validate
 
@@ -59,19 +60,9 @@ def test_validation_data_labels_are_encoded_and_fit_callbacks_honoured():
     assert clf._fit_callbacks == []  # the one-off callbacks are not kept on the estimator
 
 
-def chapter_build_model(n_hidden=1, n_neurons=30, learning_rate=3e-3, input_shape=(3,)):
-    """The chapter's own build_model, unchanged in spirit."""
-    model = keras.Sequential([keras.Input(shape=input_shape)])
-    for _ in range(n_hidden):
-        model.add(keras.layers.Dense(n_neurons, activation="relu"))
-    model.add(keras.layers.Dense(1))
-    model.compile(loss="mse", optimizer=keras.optimizers.SGD(learning_rate=learning_rate))
-    return model
-
-
 def test_factory_params_settable_without_declaring_them():
     X, y = sorted_binary()
-    reg = KerasRegressor(chapter_build_model, epochs=1, verbose=0)
+    reg = KerasRegressor(chapter_build_model, input_shape=(3,), epochs=1, verbose=0)
     reg.set_params(n_hidden=2, n_neurons=5)
     cloned = clone(reg)
     assert cloned.get_params()["n_hidden"] == 2

@@ -263,9 +263,9 @@ def test_sample_of_a_finite_space_draws_without_replacement_like_sklearn():
     assert sorted(map(key, candidates)) == sorted(map(key, ParameterGrid({"act": ["relu", "tanh"], "n": [1, 2]})))
 
 
-def test_fixed_property_and_describe():
+def test_defaults_and_describe():
     space = SearchSpace(SPACE)
-    assert space.fixed == {"optimizer": "adam"}
+    assert space.defaults()["optimizer"] == "adam"
     described = space.describe()
     assert set(described) == set(SPACE)
     assert "log=True" in described["learning_rate"]

@@ -93,6 +93,16 @@ class _Fixed:
             self._fit_callbacks = configured
 
 
+def _tagged(tags: Any, kind: str) -> Any:
+    """scikit-learn >= 1.6 tags for a scikeras regressor or classifier (scikeras 0.13 sets none)."""
+    tags.estimator_type = kind
+    tags.classifier_tags = ClassifierTags() if kind == "classifier" else None
+    tags.regressor_tags = RegressorTags() if kind == "regressor" else None
+    tags.input_tags.sparse = True  # densified by _Fixed._validate_data
+    tags.target_tags.required = True
+    return tags
+
+
 class KerasRegressor(_Fixed, sk.KerasRegressor):
     """scikeras' KerasRegressor, tagged as a regressor for scikit-learn >= 1.6."""
 
@@ -102,23 +112,11 @@ class KerasRegressor(_Fixed, sk.KerasRegressor):
         return "continuous-multioutput" if np.ndim(y) == 2 and np.shape(y)[1] > 1 else "continuous"
 
     def __sklearn_tags__(self):
-        tags = super().__sklearn_tags__()
-        tags.estimator_type = "regressor"
-        tags.input_tags.sparse = True
-        tags.regressor_tags = RegressorTags()
-        tags.classifier_tags = None
-        tags.target_tags.required = True
-        return tags
+        return _tagged(super().__sklearn_tags__(), "regressor")
 
 
 class KerasClassifier(_Fixed, sk.KerasClassifier):
     """scikeras' KerasClassifier, tagged as a classifier (so CV stratifies) for scikit-learn >= 1.6."""
 
     def __sklearn_tags__(self):
-        tags = super().__sklearn_tags__()
-        tags.estimator_type = "classifier"
-        tags.input_tags.sparse = True
-        tags.classifier_tags = ClassifierTags()
-        tags.regressor_tags = None
-        tags.target_tags.required = True
-        return tags
+        return _tagged(super().__sklearn_tags__(), "classifier")
