@@ -1,4 +1,4 @@
-# The hpsearch image: the package (TensorFlow, Keras, Optuna, MLflow) plus psycopg2 for a PostgreSQL
+# The hpsearch image: the package (TensorFlow, Keras, Optuna, MLflow) plus psycopg (v3, what SQLAlchemy 2.1 uses for postgresql:// URLs) for a PostgreSQL
 # MLflow backend. docker-compose.yml runs both the MLflow server and the worker from it.
 FROM python:3.11-slim
 
@@ -19,7 +19,7 @@ WORKDIR /app
 # editing a study does not reinstall TensorFlow.
 COPY pyproject.toml README.md ./
 COPY hpsearch/ hpsearch/
-RUN pip install --no-cache-dir . "psycopg2-binary>=2.9" \
+RUN pip install --no-cache-dir ".[postgres]" \
     && rm -rf build *.egg-info
 
 COPY studies/ studies/

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import shlex
 import subprocess
 import sys
@@ -14,7 +15,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from hpsearch.config import DEFAULT_TRACKING_URI, StudyConfig, absolute_sqlite, load_study
-from hpsearch.errors import HpsearchError, mask_credentials
+from hpsearch.errors import ConfigError, HpsearchError, mask_credentials
 from hpsearch.results import StudyResult
 
 console = Console()
@@ -30,7 +31,12 @@ def _add_study_arguments(parser: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hpsearch", description="Tracked hyperparameter search for Keras models.")
     commands = parser.add_subparsers(dest="command", required=True)
-    _add_study_arguments(commands.add_parser("run", help="run a study: search, refit the best, test it, record all"))
+    run = commands.add_parser("run", help="run a study: search, refit the best, test it, record all")
+    _add_study_arguments(run)
+    run.add_argument("--workers", type=int, default=1, help="worker processes sharing an Optuna study (default 1)")
+    worker = commands.add_parser("worker", help="join a study's shared Optuna storage and run some of its trials")
+    _add_study_arguments(worker)
+    worker.add_argument("--threads", type=int, default=None, help="TensorFlow threads of this worker (default: all)")
     _add_study_arguments(commands.add_parser("check", help="validate a study file and its data without training"))
     lr_find = commands.add_parser("lr-find", help="the learning-rate range test on the study's model")
     _add_study_arguments(lr_find)
@@ -112,13 +118,50 @@ def _print_summary(result: StudyResult) -> None:
     console.print(f"open the UI: {_ui_command(uri)}", soft_wrap=True)
 
 
+def _check_shared(study: StudyConfig) -> None:
+    if study.search.strategy != "optuna" or study.search.storage is None:
+        raise ConfigError("workers share an Optuna storage: set search.strategy: optuna and search.storage "
+                          "(sqlite:///optuna.db on one machine, postgresql://... across machines)",
+                          field="search.strategy")
+
+
+def _start_workers(args: argparse.Namespace, count: int) -> list[subprocess.Popen]:
+    """``count`` worker processes on the same study, each with its share of the cores."""
+    threads = max(1, (os.cpu_count() or 1) // count)
+    command = [sys.executable, "-m", "hpsearch", "worker", str(args.study), "--threads", str(threads)]
+    for override in args.overrides:
+        command += ["--set", override]
+    return [subprocess.Popen(command, stdout=subprocess.DEVNULL) for _ in range(count)]
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from hpsearch.models.backend import limit_threads
+    from hpsearch.runner import plan_study, run_study
+
+    study, text = _load(args)
+    _check_shared(study)
+    limit_threads(args.threads)
+    result = run_study(study, text, plan=plan_study(study), worker=True)
+    console.print(f"worker done: {len(result.trials)} trials in study {study.name!r}")
+    return 0
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from hpsearch.progress import RichObserver
-    from hpsearch.runner import plan_study, run_study
+    from hpsearch.runner import open_shared_study, plan_study, run_study
 
     study, text = _load(args)
     plan = plan_study(study)
     _print_advice(study)
+    if args.workers > 1:
+        _check_shared(study)
+        open_shared_study(plan, text)  # one study run, made before the workers look for it
+        workers = _start_workers(args, args.workers)
+        console.print(f"{args.workers} workers on study {study.name!r}; waiting for them")
+        failed = [w for w in workers if w.wait() != 0]
+        if failed:
+            err_console.print(f"{len(failed)} worker(s) failed; finishing with the trials recorded")
+        plan = plan_study(study)
     with RichObserver(console) as observer:
         result = run_study(study, text, observer, plan=plan)
     _print_summary(result)
@@ -191,7 +234,7 @@ def cmd_ui(args: argparse.Namespace) -> int:
     return subprocess.call(command)
 
 
-COMMANDS = {"run": cmd_run, "check": cmd_check, "lr-find": cmd_lr_find, "best": cmd_best, "report": cmd_report,
+COMMANDS = {"run": cmd_run, "worker": cmd_worker, "check": cmd_check, "lr-find": cmd_lr_find, "best": cmd_best, "report": cmd_report,
             "ui": cmd_ui}
 
 

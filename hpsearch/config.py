@@ -130,6 +130,7 @@ class SearchConfig(_Strict):
     sampler: Literal["tpe", "random", "cmaes", "qmc"] = "tpe"
     pruner: Literal["none", "median", "successive_halving", "hyperband"] = "median"
     storage: str | None = DEFAULT_OPTUNA_STORAGE
+    heartbeat: int = Field(30, ge=1, le=3600)
 
     @field_validator("space", mode="before")
     @classmethod

@@ -31,12 +31,19 @@ from hpsearch.tracking_base import Tracker
 def run_search(name: str, strategy: Strategy, evaluator: Evaluator, tracker: Tracker, study_params: dict[str, Any],
                study_text: str, refit: Callable[[dict[str, Any]], Any] | None,
                test: tuple[Any, Any] | None = None, observer: TrialObserver | None = None) -> StudyResult:
-    """Search with ``strategy``, refit the best candidate, score it once on ``test``, record it all."""
+    """Search with ``strategy``, refit the best candidate, score it once on ``test``, record it all.
+
+    ``refit=None`` is a worker's share of a study: trials only; the study run is closed by the
+    last worker out, and refitting is left to ``hpsearch run``.
+    """
     observer = observer or NoObserver()
     tracker.check_reachable()  # reads only; then the first write: the strategy's storage
     strategy.prepare()
     observer.search_started(strategy.planned_trials())
-    study_run = tracker.start_study(name, study_params, study_text, resume=strategy.resumes())
+    study_run = tracker.start_study(name, study_params, study_text, resume=strategy.resumes(),
+                                    run_id=strategy.shared_run_id())
+    strategy.share_run_id(study_run)
+    tracker.close_killed_trials(strategy.killed_trials())
     try:
         trials = strategy.study_results(strategy.run_search(evaluator))
         result = StudyResult(name, trials, evaluator.scoring, study_run_id=study_run,
@@ -50,6 +57,8 @@ def run_search(name: str, strategy: Strategy, evaluator: Evaluator, tracker: Tra
         tracker.abort("interrupted (Ctrl-C)" if interrupted else f"{type(exc).__name__}: {exc}",
                       status="KILLED" if interrupted else "FAILED")
         raise
+    if refit is None and strategy.busy():
+        return result  # other workers are still at it; the last one out closes the study run
     extra = {"tracking_uri": mask_credentials(tracker.tracking_uri or "")}
     tracker.end_study(result, extra, status="FINISHED" if result.best is not None else "FAILED")
     return result
@@ -141,8 +150,11 @@ def _study_params(plan: Plan, scoring: str) -> dict[str, Any]:
 
 
 def run_study(study: StudyConfig, study_text: str, observer: TrialObserver | None = None,
-              plan: Plan | None = None) -> StudyResult:
-    """Run a whole study file: search on train (cv folds or the validation split), test once at the end."""
+              plan: Plan | None = None, worker: bool = False) -> StudyResult:
+    """Run a whole study file: search on train (cv folds or the validation split), test once at the end.
+
+    ``worker=True``: only take a share of the trials of a shared (Optuna storage) study.
+    """
     from hpsearch.tracking import MlflowTracker
 
     plan = plan or plan_study(study)
@@ -162,9 +174,25 @@ def run_study(study: StudyConfig, study_text: str, observer: TrialObserver | Non
         return fitter(params, data.X_train, data.y_train, validation, study.seed, lambda epoch, logs: False)
 
     result = run_search(study.name, plan.strategy, evaluator, tracker, {**_study_params(plan, scoring), **auto},
-                        study_text, refit, test=(data.X_test, data.y_test), observer=observer)
-    _log_report(tracker, result.study_run_id)
+                        study_text, None if worker else refit, test=(data.X_test, data.y_test), observer=observer)
+    if not worker:
+        _log_report(tracker, result.study_run_id)
     return result
+
+
+def open_shared_study(plan: Plan, study_text: str) -> str:
+    """Create the shared study's storage and MLflow study run before workers start, so they all join it."""
+    from hpsearch.tracking import MlflowTracker
+
+    study = plan.study
+    tracker = MlflowTracker(study.tracking.resolved_uri(), study.experiment_name, study.tracking.log_models)
+    tracker.check_reachable()
+    plan.strategy.prepare()
+    scoring = study.search.scoring or DEFAULT_SCORING[plan.data.task]
+    run_id = tracker.start_study(study.name, _study_params(plan, scoring), study_text, resume=True,
+                                 run_id=plan.strategy.shared_run_id())
+    plan.strategy.share_run_id(run_id)
+    return run_id
 
 
 def _log_report(tracker: Any, study_run_id: str) -> None:

@@ -187,17 +187,18 @@ class MlflowTracker:
             location = (Path.cwd() / "mlartifacts").as_uri()
         return self.client.create_experiment(self.experiment_name, artifact_location=location)
 
-    def start_study(self, name: str, params: dict[str, Any], study_text: str, resume: bool) -> str:
-        """Create (or, when ``resume``, reopen) the study run; returns its run id."""
+    def start_study(self, name: str, params: dict[str, Any], study_text: str, resume: bool,
+                    run_id: str | None = None) -> str:
+        """Create (or, when ``resume``, reopen ``run_id`` or the newest) study run; returns its run id."""
         try:
             self.experiment_id = self._experiment()
         except MlflowException as exc:
             raise TrackingError(f"cannot use MLflow at {mask_credentials(self.tracking_uri)}: {exc.message}") from None
         previous = self.client.search_runs(
             [self.experiment_id], f"tags.`hpsearch.study` = '{name}' and tags.`hpsearch.role` = 'study'",
-            order_by=["attributes.start_time DESC"], max_results=1) if resume else []
-        if previous:
-            self.study = _Run(self.client, previous[0].info.run_id)
+            order_by=["attributes.start_time DESC"], max_results=1) if resume and not run_id else []
+        if resume and (run_id or previous):
+            self.study = _Run(self.client, run_id or previous[0].info.run_id)
             self.client.update_run(self.study.run_id, status="RUNNING")
             return self.study.run_id
         run = self.client.create_run(self.experiment_id, run_name=name,
@@ -267,6 +268,18 @@ class MlflowTracker:
                 raise
         version = self.client.create_model_version(name, source=f"runs:/{run_id}/model", run_id=run_id)
         self.client.set_registered_model_alias(name, "champion", version.version)
+
+    def close_killed_trials(self, numbers: list[int]) -> None:
+        """Trial runs left RUNNING by a killed worker end as KILLED, with the reason."""
+        if not numbers:
+            return
+        for run in self.client.search_runs(
+                [self.experiment_id], f"tags.`mlflow.parentRunId` = '{self.study.run_id}' and "
+                "attributes.status = 'RUNNING'"):
+            if int(run.data.tags.get("hpsearch.trial", -1)) in numbers:
+                _Run(self.client, run.info.run_id).set_tags(
+                    {"hpsearch.state": "failed", "hpsearch.reason": "killed: its worker stopped sending heartbeats"})
+                self.client.set_terminated(run.info.run_id, status="KILLED")
 
     def log_range_test(self, study_name: str, test: Any, plot_path: Path) -> str:
         """One run (tag ``hpsearch.role=lr-find``): the loss and LR per step, the findings, the plot."""

@@ -22,7 +22,9 @@ class Tracker(Protocol):
     experiment_id: str | None
 
     def check_reachable(self) -> None: ...
-    def start_study(self, name: str, params: dict[str, Any], study_text: str, resume: bool) -> str | None: ...
+    def start_study(self, name: str, params: dict[str, Any], study_text: str, resume: bool,
+                    run_id: str | None = None) -> str | None: ...
+    def close_killed_trials(self, numbers: list[int]) -> None: ...
     def start_trial(self, number: int, params: dict[str, Any]) -> TrialRun: ...
     def end_trial(self, run: TrialRun, result: TrialResult, model: Any = None) -> None: ...
     def end_study(self, result: StudyResult, extra: dict[str, Any], status: str = "FINISHED") -> None: ...
@@ -46,8 +48,12 @@ class NullTracker:
     def check_reachable(self) -> None:
         pass
 
-    def start_study(self, name: str, params: dict[str, Any], study_text: str, resume: bool) -> None:
+    def start_study(self, name: str, params: dict[str, Any], study_text: str, resume: bool,
+                    run_id: str | None = None) -> None:
         return None
+
+    def close_killed_trials(self, numbers: list[int]) -> None:
+        pass
 
     def start_trial(self, number: int, params: dict[str, Any]) -> _NullRun:
         return _NullRun()

@@ -255,7 +255,7 @@ def test_dockerfile_copies_what_pip_install_needs_before_installing() -> None:
     readme = pyproject["project"]["readme"]
     readme = readme if isinstance(readme, str) else readme["file"]
     install = next(i for i, (op, args) in enumerate(instructions) if op == "RUN" and "pip install" in args)
-    assert "--no-cache-dir ." in instructions[install][1] and "psycopg2-binary" in instructions[install][1]
+    assert "--no-cache-dir \".[postgres]\"" in instructions[install][1]  # psycopg 3: postgresql:// URLs
     copied_before = [src for op, args in instructions[:install] if op == "COPY" for src in args.split()[:-1]]
     for needed in ("pyproject.toml", readme, "hpsearch/"):
         assert needed in copied_before, f"{needed} must be copied before pip install"

@@ -33,6 +33,21 @@ class Strategy(ABC):
     def prepare(self) -> None:
         """Open storages etc. before any training (errors here are the user's: bad URLs...)."""
 
+    def killed_trials(self) -> list[int]:
+        """Trial numbers whose worker died mid-trial (their tracking runs must be closed)."""
+        return []
+
+    def shared_run_id(self) -> str | None:
+        """The tracking study run this study's workers share, if the storage remembers one."""
+        return None
+
+    def share_run_id(self, run_id: str | None) -> None:
+        """Remember the tracking study run for the study's other workers."""
+
+    def busy(self) -> bool:
+        """Whether other workers are still running trials of this study."""
+        return False
+
     def study_results(self, results: list[TrialResult]) -> list[TrialResult]:
         """Every trial of the study, including earlier runs' when the strategy resumes."""
         return results

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import optuna
 from optuna.trial import TrialState
 
@@ -44,11 +46,20 @@ class OptunaStrategy(Strategy):
                 "successive_halving": optuna.pruners.SuccessiveHalvingPruner,
                 "hyperband": optuna.pruners.HyperbandPruner}[self.search.pruner]()
 
+    def _storage(self) -> optuna.storages.BaseStorage | None:
+        """RDB storage with heartbeats: a killed worker's RUNNING trial becomes FAILED and is retried once."""
+        if self.search.storage is None:
+            return None
+        warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+        return optuna.storages.RDBStorage(
+            absolute_sqlite(self.search.storage), heartbeat_interval=self.search.heartbeat,
+            grace_period=2 * self.search.heartbeat,
+            failed_trial_callback=optuna.storages.RetryFailedTrialCallback(max_retry=1))
+
     def prepare(self) -> None:
-        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        optuna.logging.set_verbosity(optuna.logging.ERROR)
         try:
-            storage = absolute_sqlite(self.search.storage) if self.search.storage else None
-            self.study = optuna.create_study(study_name=self.study_name, storage=storage,
+            self.study = optuna.create_study(study_name=self.study_name, storage=self._storage(),
                                              sampler=self._sampler(), pruner=self._pruner(),
                                              direction="maximize", load_if_exists=True)
         except Exception as exc:  # SQLAlchemy/driver errors: the URL is the user's to fix
@@ -60,38 +71,78 @@ class OptunaStrategy(Strategy):
             self.study.set_user_attr("hpsearch_space", space)
         elif recorded != space:
             raise ConfigError(
-                f"study {self.study_name!r} in {mask_credentials(str(self.search.storage))} was created with a different "
-                f"search space ({recorded}); give this one a new name, e.g. --set name={self.study_name}-2",
+                f"study {self.study_name!r} in {mask_credentials(str(self.search.storage))} was created with a "
+                f"different search space ({recorded}); give this one a new name, e.g. --set name={self.study_name}-2",
                 field="search.space")
+        if self.search.storage is not None:
+            optuna.storages.fail_stale_trials(self.study)
+
+    def killed_trials(self) -> list[int]:
+        """Trials whose worker died mid-trial (failed by the heartbeat, never reported back)."""
+        return [t.number for t in self.study.get_trials(deepcopy=False)
+                if t.state == TrialState.FAIL and "run_id" not in t.user_attrs]
+
+    def shared_run_id(self) -> str | None:
+        """The MLflow study run every worker of this study records into."""
+        return self.study.user_attrs.get("mlflow_study_run")
+
+    def share_run_id(self, run_id: str | None) -> None:
+        if run_id and self.shared_run_id() is None:
+            self.study.set_user_attr("mlflow_study_run", run_id)
+
+    def _retried(self, trials: list[optuna.trial.FrozenTrial]) -> set[int]:
+        numbers = (optuna.storages.RetryFailedTrialCallback.retried_trial_number(t) for t in trials)
+        return {n for n in numbers if n is not None}
 
     def _done(self) -> list[optuna.trial.FrozenTrial]:
-        return [t for t in self.study.get_trials(deepcopy=False) if t.state in _DONE]
+        trials = self.study.get_trials(deepcopy=False)
+        retried = self._retried(trials)
+        return [t for t in trials if t.state in _DONE and t.number not in retried]
+
+    def _claimed(self) -> tuple[int, bool]:
+        """(trials done or running, in any worker; whether a retry is waiting to run)."""
+        trials = self.study.get_trials(deepcopy=False)
+        retried = self._retried(trials)
+        counted = [t for t in trials if t.number not in retried and t.state != TrialState.WAITING]
+        return len(counted), any(t.state == TrialState.WAITING for t in trials)
 
     def planned_trials(self) -> int:
         """Trials still to run: n_trials minus those the storage already holds (once prepared)."""
-        return max(self.search.n_trials - len(self._done()), 0) if self.study else self.search.n_trials
+        if self.study is None:
+            return self.search.n_trials
+        claimed, waiting = self._claimed()
+        return max(self.search.n_trials - claimed, int(waiting))
 
     def study_results(self, results: list[TrialResult]) -> list[TrialResult]:
         """Every finished trial in the storage, earlier runs' included (this run's as measured)."""
         measured = {r.number: r for r in results}
         states = {v: k for k, v in _STATES.items()}
-        return [measured.get(t.number) or TrialResult(number=t.number, params=t.user_attrs.get("params", t.params), state=states[t.state],
-                            fold_scores=t.user_attrs.get("fold_scores", []), run_id=t.user_attrs.get("run_id"),
-                            reason=t.user_attrs.get("reason"))
-                for t in self._done()]
+        killed = "killed: its worker stopped sending heartbeats"
+        return [measured.get(t.number) or TrialResult(
+            number=t.number, params=t.user_attrs.get("params", t.params), state=states[t.state],
+            fold_scores=t.user_attrs.get("fold_scores", []), run_id=t.user_attrs.get("run_id"),
+            reason=t.user_attrs.get("reason") if "run_id" in t.user_attrs else killed)
+            for t in self._done()]
+
+    def busy(self) -> bool:
+        """Whether another worker is still running a trial of this study."""
+        return any(t.state == TrialState.RUNNING for t in self.study.get_trials(deepcopy=False))
 
     def run_search(self, evaluate: Evaluate) -> list[TrialResult]:
-        results = []
-        for _ in range(self.planned_trials()):
-            trial = self.study.ask()
+        """Trials until the study holds n_trials (shared with other workers); ``optimize`` keeps heartbeats."""
+        results: list[TrialResult] = []
+
+        def objective(trial: optuna.Trial) -> float:
             params = self.space.suggest(trial)
             result = evaluate(params, trial.number, _Reporter(trial))
             for key, value in (("params", params), ("fold_scores", result.fold_scores),
                                ("run_id", result.run_id), ("reason", result.reason)):
                 trial.set_user_attr(key, value)
-            if result.state == "finished":
-                self.study.tell(trial, result.score)
-            else:
-                self.study.tell(trial, state=_STATES[result.state])
             results.append(result)
+            if result.state == "pruned":
+                raise optuna.TrialPruned(result.reason)
+            return result.score if result.state == "finished" else float("nan")  # NaN: Optuna records FAIL
+
+        while self.planned_trials() > 0:
+            self.study.optimize(objective, n_trials=1)
         return results

@@ -1,0 +1,126 @@
+"""Many workers on one study: Optuna's RDB storage on a real PostgreSQL, a real MLflow server on it too."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+
+import optuna
+import pytest
+from conftest import free_port, tiny_study, wait_for_http, write_study
+from mlflow import MlflowClient
+
+PG = "postgresql://postgres@127.0.0.1:5432"
+pytestmark = pytest.mark.slow
+
+
+def _admin(sql: str) -> None:
+    psycopg = pytest.importorskip("psycopg")
+    try:
+        connection = psycopg.connect(f"{PG}/postgres", connect_timeout=3, autocommit=True)
+    except psycopg.OperationalError as exc:
+        pytest.skip(f"PostgreSQL is not reachable on 127.0.0.1:5432 ({exc})")
+    with connection.cursor() as cursor:
+        cursor.execute(sql)
+    connection.close()
+
+
+@pytest.fixture
+def database():
+    """A fresh PostgreSQL database, dropped afterwards."""
+    name = f"hpsearch_{uuid.uuid4().hex[:10]}"
+    _admin(f"CREATE DATABASE {name}")
+    yield f"{PG}/{name}"
+    _admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+@pytest.fixture
+def pg_mlflow_server(tmp_path):
+    """``mlflow server`` with its backend store on PostgreSQL and served artifacts."""
+    name = f"mlflow_{uuid.uuid4().hex[:10]}"
+    _admin(f"CREATE DATABASE {name}")
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
+         "--backend-store-uri", f"{PG}/{name}", "--artifacts-destination", str(tmp_path / "artifacts"),
+         "--serve-artifacts", "--workers", "1"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=tmp_path)
+    try:
+        wait_for_http(f"http://127.0.0.1:{port}/health", process)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+        _admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+def hpsearch(*args: str) -> subprocess.Popen:
+    env = {**os.environ, "HPSEARCH_OFFLINE": "1"}
+    return subprocess.Popen([sys.executable, "-m", "hpsearch", *args], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def children(server: str, experiment: str) -> tuple:
+    client = MlflowClient(server)
+    runs = client.search_runs([client.get_experiment_by_name(experiment).experiment_id])
+    studies = [r for r in runs if r.data.tags.get("hpsearch.role") == "study"]
+    trials = [r for r in runs if r.data.tags.get("hpsearch.role") == "trial"]
+    return studies, trials
+
+
+def test_two_workers_share_one_study_nothing_lost_or_duplicated(workdir, database, pg_mlflow_server):
+    raw = tiny_study(name="shared", search__strategy="optuna", search__n_trials=4, search__cv=None,
+                     search__storage=database, tracking={"uri": pg_mlflow_server})
+    path = write_study(workdir, raw)
+    run = hpsearch("run", str(path), "--workers", "2")
+    output, _ = run.communicate(timeout=600)
+    assert run.returncode == 0, output
+
+    stored = optuna.load_study(study_name="shared", storage=database)
+    assert sorted(t.number for t in stored.trials) == [0, 1, 2, 3]
+    assert all(t.state == optuna.trial.TrialState.COMPLETE for t in stored.trials)
+    studies, trials = children(pg_mlflow_server, "shared")
+    assert len(studies) == 1 and studies[0].info.status == "FINISHED"
+    assert sorted(int(t.data.tags["hpsearch.trial"]) for t in trials) == [0, 1, 2, 3]
+    assert all(t.data.tags["mlflow.parentRunId"] == studies[0].info.run_id for t in trials)
+    assert "test_score" in studies[0].data.metrics
+
+
+def test_killed_worker_then_resume_loses_nothing(workdir, database, pg_mlflow_server):
+    raw = tiny_study(name="killed", search__strategy="optuna", search__n_trials=2, search__cv=None,
+                     search__storage=database, search__heartbeat=1, search__pruner="none",
+                     tracking={"uri": pg_mlflow_server}, training__epochs=400, training__early_stopping=False)
+    path = write_study(workdir, raw)
+    worker = hpsearch("worker", str(path))
+    deadline = time.monotonic() + 120
+    running = []
+    while time.monotonic() < deadline and not running:
+        time.sleep(1)
+        try:
+            stored = optuna.load_study(study_name="killed", storage=database)
+            running = [t for t in stored.trials if t.state == optuna.trial.TrialState.RUNNING]
+        except KeyError:
+            continue
+    assert running, "the worker never started a trial"
+    time.sleep(2)
+    worker.send_signal(signal.SIGKILL)
+    worker.wait(timeout=30)
+    time.sleep(3)  # past the heartbeat's grace period
+
+    resumed = hpsearch("run", str(path), "--set", "training.epochs=2")
+    output, _ = resumed.communicate(timeout=600)
+    assert resumed.returncode == 0, output
+    stored = optuna.load_study(study_name="killed", storage=database)
+    states = [t.state for t in stored.trials]
+    assert states.count(optuna.trial.TrialState.FAIL) == 1  # the killed one, retried as a new trial
+    assert states.count(optuna.trial.TrialState.COMPLETE) == 2
+    studies, trials = children(pg_mlflow_server, "killed")
+    assert len(studies) == 1 and studies[0].info.status == "FINISHED"
+    assert not [t for t in trials if t.info.status == "RUNNING"]
+    (killed,) = [t for t in trials if t.info.status == "KILLED"]
+    assert "heartbeats" in killed.data.tags["hpsearch.reason"]
+    assert sum(t.data.tags["hpsearch.state"] == "finished" for t in trials) == 2
