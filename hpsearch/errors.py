@@ -37,3 +37,10 @@ def mask_credentials(url: str) -> str:
         return url
     netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
     return urlunsplit(parts._replace(netloc=netloc))
+
+
+def mask_credentials_in_text(text: str) -> str:
+    """Every ``scheme://user:secret@`` in a text (a study file) with the secret masked."""
+    import re
+
+    return re.sub(r"(\w[\w+.-]*://[^:/@\s]*:)[^@\s]+@", r"\1***@", text)

@@ -33,7 +33,7 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 
 from hpsearch.config import tracking_uri as resolve_uri
-from hpsearch.errors import TrackingError, mask_credentials
+from hpsearch.errors import TrackingError, mask_credentials, mask_credentials_in_text
 from hpsearch.results import StudyResult, TrialResult
 
 PACKAGES = ("hpsearch", "tensorflow", "keras", "scikeras", "scikit-learn", "optuna", "mlflow", "numpy", "scipy")
@@ -206,7 +206,7 @@ class MlflowTracker:
         self.study = _Run(self.client, run.info.run_id)
         self.study.log_params(params)
         self.study.set_tags({f"version.{k}": v for k, v in package_versions().items()})
-        self.client.log_text(self.study.run_id, study_text, "study.yaml")
+        self.client.log_text(self.study.run_id, mask_credentials_in_text(study_text), "study.yaml")
         return self.study.run_id
 
     def start_trial(self, number: int, params: dict[str, Any]) -> _Run:

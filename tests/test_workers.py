@@ -73,8 +73,9 @@ def children(server: str, experiment: str) -> tuple:
 
 
 def test_two_workers_share_one_study_nothing_lost_or_duplicated(workdir, database, pg_mlflow_server):
+    with_password = database.replace("postgres@", "postgres:secretpw@")  # trust auth ignores it
     raw = tiny_study(name="shared", search__strategy="optuna", search__n_trials=4, search__cv=None,
-                     search__storage=database, tracking={"uri": pg_mlflow_server})
+                     search__storage=with_password, tracking={"uri": pg_mlflow_server})
     path = write_study(workdir, raw)
     run = hpsearch("run", str(path), "--workers", "2")
     output, _ = run.communicate(timeout=600)
@@ -88,6 +89,14 @@ def test_two_workers_share_one_study_nothing_lost_or_duplicated(workdir, databas
     assert sorted(int(t.data.tags["hpsearch.trial"]) for t in trials) == [0, 1, 2, 3]
     assert all(t.data.tags["mlflow.parentRunId"] == studies[0].info.run_id for t in trials)
     assert "test_score" in studies[0].data.metrics
+
+    # the password is in no param, tag, artifact or output
+    client = MlflowClient(pg_mlflow_server)
+    recorded = [str(r.data.params) + str(r.data.tags) for r in (*studies, *trials)]
+    recorded.append(client.download_artifacts(studies[0].info.run_id, "study.yaml", str(workdir)))
+    recorded[-1] = open(recorded[-1]).read()
+    assert "postgres:***@" in recorded[-1]
+    assert not [text for text in [*recorded, output] if "secretpw" in text]
 
 
 def test_killed_worker_then_resume_loses_nothing(workdir, database, pg_mlflow_server):
