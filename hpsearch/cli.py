@@ -8,6 +8,7 @@ import os
 import shlex
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 from rich.console import Console
@@ -241,6 +242,8 @@ COMMANDS = {"run": cmd_run, "worker": cmd_worker, "check": cmd_check, "lr-find":
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``hpsearch`` and ``python -m hpsearch``; returns the exit code."""
     args = build_parser().parse_args(argv)
+    if not sys.warnoptions:  # libraries' deprecation notices are not the user's concern (python -W shows them)
+        warnings.simplefilter("ignore", (FutureWarning, DeprecationWarning))
     try:
         return COMMANDS[args.command](args)
     except HpsearchError as exc:

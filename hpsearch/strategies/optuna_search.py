@@ -54,7 +54,7 @@ class OptunaStrategy(Strategy):
         return optuna.storages.RDBStorage(
             absolute_sqlite(self.search.storage), heartbeat_interval=self.search.heartbeat,
             grace_period=2 * self.search.heartbeat,
-            failed_trial_callback=optuna.storages.RetryFailedTrialCallback(max_retry=1))
+            heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1))
 
     def prepare(self) -> None:
         optuna.logging.set_verbosity(optuna.logging.ERROR)
@@ -91,7 +91,7 @@ class OptunaStrategy(Strategy):
             self.study.set_user_attr("mlflow_study_run", run_id)
 
     def _retried(self, trials: list[optuna.trial.FrozenTrial]) -> set[int]:
-        numbers = (optuna.storages.RetryFailedTrialCallback.retried_trial_number(t) for t in trials)
+        numbers = (optuna.storages.RetryHeartbeatStaleTrialCallback.retried_trial_number(t) for t in trials)
         return {n for n in numbers if n is not None}
 
     def _done(self) -> list[optuna.trial.FrozenTrial]:
