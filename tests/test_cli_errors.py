@@ -1,9 +1,10 @@
 """The command line's promise for bad input: one clear message naming the field or file, exit code 2,
 no traceback, and (for ``run``) nothing written in the working folder.
 
-Each case runs ``python -m hpsearch check|run study.yaml`` as a real subprocess in an empty folder,
-offline, with MLFLOW_TRACKING_URI unset (so a ``run`` would record in ./mlflow.db). No case trains:
-every bad input must be refused before the first model is built.
+Each case runs ``hpsearch check|run study.yaml`` in an empty folder, offline, with MLFLOW_TRACKING_URI
+unset (so a ``run`` would record in ./mlflow.db). No case trains: every bad input must be refused before
+the first model is built. A few cases run as real ``python -m hpsearch`` subprocesses (the exit code and
+output a shell sees); the rest call the same ``main()`` in-process, which saves a TensorFlow start-up each.
 """
 
 from __future__ import annotations
@@ -28,6 +29,29 @@ def write_csv(folder: Path, n: int = 12, name: str = "data.csv") -> Path:
     path = folder / name
     pd.DataFrame({"a": rng.normal(size=n), "b": rng.normal(size=n), "y": rng.normal(size=n)}).to_csv(path, index=False)
     return path
+
+
+SUBPROCESS_CASES = {"malformed-yaml", "unknown-factory", "missing-csv", "bad-optuna-storage", "set-without-equals"}
+
+
+def run_in_process(cwd: Path, *args: str) -> subprocess.CompletedProcess:
+    """``main(args)`` in ``cwd``, its exit code and output in the shape ``subprocess.run`` gives."""
+    import contextlib
+    import io
+
+    from hpsearch import cli
+
+    previous, out, err = os.getcwd(), io.StringIO(), io.StringIO()
+    saved_uri = os.environ.pop("MLFLOW_TRACKING_URI", None)
+    try:
+        os.chdir(cwd)
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            code = cli.main(list(args))
+    finally:
+        os.chdir(previous)
+        if saved_uri is not None:
+            os.environ["MLFLOW_TRACKING_URI"] = saved_uri
+    return subprocess.CompletedProcess(args, code, out.getvalue(), err.getvalue())
 
 
 def run_cli(cwd: Path, *args: str) -> subprocess.CompletedProcess:
@@ -78,7 +102,7 @@ CASES = [
 
 
 @pytest.mark.parametrize(("command", "study", "extra", "expected"), CASES)
-def test_bad_input_is_a_clear_error(tmp_path, command, study, extra, expected):
+def test_bad_input_is_a_clear_error(tmp_path, request, command, study, extra, expected):
     write_csv(tmp_path)  # present for every case; only the csv cases point at it
     if isinstance(study, str):
         (tmp_path / "study.yaml").write_text(study, encoding="utf-8")
@@ -86,7 +110,9 @@ def test_bad_input_is_a_clear_error(tmp_path, command, study, extra, expected):
         write_study(tmp_path, study)
     before = set(os.listdir(tmp_path))
 
-    result = run_cli(tmp_path, command, "study.yaml", *extra)
+    case = request.node.callspec.id
+    runner = run_cli if case in SUBPROCESS_CASES else run_in_process
+    result = runner(tmp_path, command, "study.yaml", *extra)
 
     output = result.stdout + result.stderr
     assert "Traceback" not in output, output
