@@ -162,7 +162,6 @@ def cmd_run(args: argparse.Namespace) -> int:
         failed = [w for w in workers if w.wait() != 0]
         if failed:
             err_console.print(f"{len(failed)} worker(s) failed; finishing with the trials recorded")
-        plan = plan_study(study)
     with RichObserver(console) as observer:
         result = run_study(study, text, observer, plan=plan)
     _print_summary(result)
