@@ -231,7 +231,8 @@ def cmd_ui(args: argparse.Namespace) -> int:
     command = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", args.backend_store_uri,
                "--host", args.host, "--port", str(args.port)]
     console.print(f"MLflow UI on http://{args.host}:{args.port} (Ctrl-C to stop)")
-    return subprocess.call(command)
+    sys.stdout.flush()
+    os.execv(sys.executable, command)  # become the UI process: stopping hpsearch stops the UI, no orphan
 
 
 COMMANDS = {"run": cmd_run, "worker": cmd_worker, "check": cmd_check, "lr-find": cmd_lr_find, "best": cmd_best, "report": cmd_report,

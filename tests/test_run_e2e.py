@@ -201,3 +201,7 @@ def test_ui_command_serves_the_local_store(workdir):
     finally:
         process.terminate()
         process.wait(timeout=30)
+    import requests
+
+    with pytest.raises(requests.ConnectionError):  # stopping hpsearch ui stopped the UI: no orphan server
+        requests.get(f"http://127.0.0.1:{port}/health", timeout=5)
