@@ -174,12 +174,10 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_lr_find(args: argparse.Namespace) -> int:
     from hpsearch.lr_finder import check_settings, optimizers_of, plot, range_test
     from hpsearch.runner import plan_study
-    from hpsearch.tracking import MlflowTracker
-
     check_settings(args.start, args.end, args.iterations)
     study, _ = _load(args)
     plan = plan_study(study)
-    tracker = MlflowTracker(study.tracking.resolved_uri(), study.experiment_name)
+    tracker = plan.tracker()
     tracker.check_reachable()
     args.out.mkdir(parents=True, exist_ok=True)
     table = Table(title=f"learning-rate range test: {study.name} ({args.start:g} -> {args.end:g}, "

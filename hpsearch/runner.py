@@ -79,6 +79,18 @@ class Plan:
     def n_candidates(self) -> int:
         return self.strategy.planned_trials()
 
+    @property
+    def scoring(self) -> str:
+        """The scikit-learn scorer in force: the study's, else the task's default."""
+        return self.study.search.scoring or DEFAULT_SCORING[self.data.task]
+
+    def tracker(self) -> Tracker:
+        """The study's MLflow tracker (nothing is written until it is used)."""
+        from hpsearch.tracking import MlflowTracker
+
+        tracking = self.study.tracking
+        return MlflowTracker(tracking.resolved_uri(), self.study.experiment_name, tracking.log_models)
+
 
 def plan_study(study: StudyConfig) -> Plan:
     """Load the data and check the factory, params and space; raise user errors before any write."""
@@ -155,13 +167,10 @@ def run_study(study: StudyConfig, study_text: str, observer: TrialObserver | Non
 
     ``worker=True``: only take a share of the trials of a shared (Optuna storage) study.
     """
-    from hpsearch.tracking import MlflowTracker
-
     plan = plan or plan_study(study)
     observer = observer or NoObserver()
     data, fitter = plan.data, plan.fitter
-    scoring = study.search.scoring or DEFAULT_SCORING[data.task]
-    tracker = MlflowTracker(study.tracking.resolved_uri(), study.experiment_name, study.tracking.log_models)
+    scoring, tracker = plan.scoring, plan.tracker()
     evaluator = Evaluator(plan.splits, fitter, scoring, tracker, observer, study.seed,
                           study.training.epochs)
     validation = (data.X_valid, data.y_valid) if data.X_valid is not None else None
@@ -182,14 +191,10 @@ def run_study(study: StudyConfig, study_text: str, observer: TrialObserver | Non
 
 def open_shared_study(plan: Plan, study_text: str) -> str:
     """Create the shared study's storage and MLflow study run before workers start, so they all join it."""
-    from hpsearch.tracking import MlflowTracker
-
-    study = plan.study
-    tracker = MlflowTracker(study.tracking.resolved_uri(), study.experiment_name, study.tracking.log_models)
+    study, tracker = plan.study, plan.tracker()
     tracker.check_reachable()
     plan.strategy.prepare()
-    scoring = study.search.scoring or DEFAULT_SCORING[plan.data.task]
-    run_id = tracker.start_study(study.name, _study_params(plan, scoring), study_text, resume=True,
+    run_id = tracker.start_study(study.name, _study_params(plan, plan.scoring), study_text, resume=True,
                                  run_id=plan.strategy.shared_run_id())
     plan.strategy.share_run_id(run_id)
     return run_id
