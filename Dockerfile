@@ -1,5 +1,6 @@
-# The hpsearch image: the package (TensorFlow, Keras, Optuna, MLflow) plus psycopg (v3, what SQLAlchemy 2.1 uses for postgresql:// URLs) for a PostgreSQL
-# MLflow backend. docker-compose.yml runs both the MLflow server and the worker from it.
+# The hpsearch image: the package (TensorFlow, Keras, Optuna, MLflow), psycopg (v3, what SQLAlchemy 2.1 uses for
+# postgresql:// URLs: MLflow's backend store and the Optuna storage) and optuna-dashboard. docker-compose.yml runs
+# the MLflow server, the workers and the dashboard from it.
 FROM python:3.11-slim
 
 ENV TF_CPP_MIN_LOG_LEVEL=3 \
@@ -19,7 +20,7 @@ WORKDIR /app
 # editing a study does not reinstall TensorFlow.
 COPY pyproject.toml README.md ./
 COPY hpsearch/ hpsearch/
-RUN pip install --no-cache-dir ".[postgres]" \
+RUN pip install --no-cache-dir ".[postgres,dashboard]" \
     && rm -rf build *.egg-info
 
 COPY studies/ studies/

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import copy
 import difflib
+import itertools
+import math
 import os
 import re
 from pathlib import Path
@@ -10,8 +13,9 @@ from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from yaml.composer import ComposerError
 
-from hpsearch.dimensions import Dimension, parse_dimension
+from hpsearch.dimensions import Categorical, Dimension, Fixed, Float, Int, parse_dimension
 from hpsearch.errors import ConfigError
 from hpsearch.presets import PRESETS, SPACES, merge
 
@@ -20,6 +24,12 @@ DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 DEFAULT_OPTUNA_STORAGE = "sqlite:///optuna.db"
 # Parameters the scikeras wrapper consumes itself; everything else goes to the model factory.
 WRAPPER_PARAMS = frozenset({"batch_size", "epochs", "shuffle", "class_weight"})
+MAX_DEPTH = 40  # nesting levels a study document may have
+MAX_VALUES = 100_000  # values a study document may hold once its YAML aliases are expanded
+# The builtin mlp's hidden layers may hold at most this many weights (model.max_params): a study that could
+# build a bigger one (n_neurons: 1000000 with n_hidden: 50) is refused before anything is allocated.
+DEFAULT_MAX_PARAMS = 100_000_000
+MLP_DEFAULTS = {"n_hidden": 1, "n_neurons": 30}  # build_mlp's own defaults (hpsearch.models.mlp)
 
 
 def absolute_sqlite(url: str) -> str:
@@ -35,8 +45,42 @@ def tracking_uri(explicit: str | None = None) -> str:
     return absolute_sqlite(explicit or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI)
 
 
+def default_storage() -> str:
+    """``search.storage`` when the study file does not set it: ``$HPSEARCH_STORAGE``, else ``./optuna.db``
+    (an explicit ``storage: null`` stays in memory)."""
+    return os.environ.get("HPSEARCH_STORAGE") or DEFAULT_OPTUNA_STORAGE
+
+
 class _Loader(yaml.SafeLoader):
-    """``yaml.safe_load`` that also reads ``3e-4`` as a float (YAML 1.2), not as a string."""
+    """``yaml.safe_load`` that also reads ``3e-4`` as a float (YAML 1.2), not as a string, and refuses
+    documents nested deeper than :data:`MAX_DEPTH`, aliases inside the value they name (a value that
+    contains itself) and aliases that expand to more than :data:`MAX_VALUES` values ("billion laughs")."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._open: list[str | None] = []  # anchors of the nodes being composed, outermost first
+        self._sizes: dict[int, int] = {}  # id(node) -> how many values it holds, aliases expanded
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        event = self.peek_event()
+        if isinstance(event, yaml.AliasEvent) and event.anchor in self._open:
+            raise ComposerError(None, None, f"the alias *{event.anchor} is inside the value it names",
+                                event.start_mark)
+        if len(self._open) >= MAX_DEPTH:
+            raise ComposerError(None, None, f"values are nested more than {MAX_DEPTH} levels deep", event.start_mark)
+        self._open.append(getattr(event, "anchor", None))
+        try:
+            node = super().compose_node(parent, index)
+        finally:
+            self._open.pop()
+        if id(node) not in self._sizes:  # an alias's node is counted already
+            children = node.value if isinstance(node, yaml.SequenceNode) else \
+                [n for pair in node.value for n in pair] if isinstance(node, yaml.MappingNode) else []
+            self._sizes[id(node)] = 1 + sum(self._sizes[id(child)] for child in children)
+            if self._sizes[id(node)] > MAX_VALUES:
+                raise ComposerError(None, None, f"the document holds more than {MAX_VALUES} values once its "
+                                    "aliases are expanded", event.start_mark)
+        return node
 
 
 _Loader.add_implicit_resolver(
@@ -82,6 +126,7 @@ class ModelConfig(_Strict):
 
     factory: str = "mlp"
     params: dict[str, Any] = Field(default_factory=dict)
+    max_params: int = Field(DEFAULT_MAX_PARAMS, ge=1)
 
     @field_validator("factory")
     @classmethod
@@ -117,6 +162,13 @@ class TrainingConfig(_Strict):
             return {}
         return None if value is False else value
 
+    @field_validator("class_weight")
+    @classmethod
+    def _positive_weights(cls, value: Any) -> Any:
+        if isinstance(value, dict) and not all(math.isfinite(w) and w > 0 for w in value.values()):
+            raise ValueError(f"class weights must be finite numbers > 0, got {_short(value)}")
+        return value
+
 
 class SearchConfig(_Strict):
     """Which strategy searches which space, and how candidates are scored."""
@@ -129,7 +181,7 @@ class SearchConfig(_Strict):
     grid_points: int = Field(3, ge=2, le=100)
     sampler: Literal["tpe", "random", "cmaes", "qmc"] = "tpe"
     pruner: Literal["none", "median", "successive_halving", "hyperband"] = "median"
-    storage: str | None = DEFAULT_OPTUNA_STORAGE
+    storage: str | None = Field(default_factory=default_storage)
     heartbeat: int = Field(30, ge=1, le=3600)
 
     @field_validator("space", mode="before")
@@ -174,6 +226,25 @@ class TrackingConfig(_Strict):
         return tracking_uri(self.uri)
 
 
+class ExecutionConfig(_Strict):
+    """Where a random/grid search's (candidate, fold) fits run (Optuna scales with workers instead)."""
+
+    backend: Literal["local", "dask"] = "local"
+    n_jobs: int = Field(1, ge=1, le=4096)
+    address: str | None = None
+    threads: int | None = Field(None, ge=1, le=1024)
+
+    @model_validator(mode="after")
+    def _address_needs_dask(self) -> ExecutionConfig:
+        if self.address is not None and self.backend != "dask":
+            raise ValueError("execution.address is a Dask scheduler (tcp://host:8786): set execution.backend: dask")
+        return self
+
+    @property
+    def parallel(self) -> bool:
+        return self.backend == "dask" or self.n_jobs > 1
+
+
 class StudyConfig(_Strict):
     """A whole study file."""
 
@@ -183,20 +254,25 @@ class StudyConfig(_Strict):
     search: SearchConfig = Field(default_factory=SearchConfig)
     training: TrainingConfig = Field(default_factory=TrainingConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+    execution: ExecutionConfig = Field(default_factory=ExecutionConfig)
     seed: int = Field(42, ge=0, le=2**32 - 1)
     preset: Literal[tuple(PRESETS)] | None = None  # type: ignore[valid-type]
 
     @model_validator(mode="before")
     @classmethod
     def _apply_preset(cls, raw: Any) -> Any:
-        if not isinstance(raw, dict) or raw.get("preset") not in PRESETS:
+        if not isinstance(raw, dict) or not isinstance(raw.get("preset"), str) or raw["preset"] not in PRESETS:
             return raw
-        merged = merge(PRESETS[raw["preset"]], raw)
-        searched = (raw.get("search") or {}).get("space") or {}
-        own_params = (raw.get("model") or {}).get("params") or {}
-        for name in searched if isinstance(searched, dict) else ():
-            if name not in own_params:  # the user searches what the preset fixes: the search wins
-                merged["model"]["params"].pop(name, None)
+        model, search = raw.get("model") or {}, raw.get("search") or {}
+        if not (isinstance(model, dict) and isinstance(search, dict)):
+            return raw  # validation names the section of the wrong type
+        merged = merge(copy.deepcopy(PRESETS[raw["preset"]]), raw)  # a copy: the preset itself stays intact
+        searched, fixed = search.get("space") or {}, (merged.get("model") or {}).get("params")
+        own_params = model.get("params") or {}
+        if all(isinstance(v, dict) for v in (searched, fixed, own_params)):
+            for name in searched:
+                if name not in own_params:  # the user searches what the preset fixes: the search wins
+                    fixed.pop(name, None)
         return merged
 
     @model_validator(mode="after")
@@ -204,13 +280,68 @@ class StudyConfig(_Strict):
         both = sorted(set(self.model.params) & set(self.search.space))
         if both:
             raise ValueError(f"{both} are both fixed in model.params and searched in search.space; keep one")
+        if self.execution.parallel and self.search.strategy == "optuna":
+            raise ValueError("execution runs random/grid searches in parallel; an optuna study scales with "
+                             "workers sharing search.storage instead: hpsearch run --workers N")
         if self.search.cv is None and self.data.valid_size == 0:
             raise ValueError("search.cv is null (holdout) but data.valid_size is 0: there is nothing to score on")
+        if self.model.factory == "mlp":
+            weights, layers = _largest_mlp(self.model.params, self.search.space)
+            if weights > self.model.max_params:
+                raise ValueError(f"model.params and search.space can build an mlp with hidden layers {layers}, about "
+                                 f"{_approx(weights)} weights before the input layer, above model.max_params="
+                                 f"{_approx(self.model.max_params)}; narrow n_hidden / n_neurons, or raise "
+                                 "model.max_params if the machine has the memory")
         return self
 
     @property
     def experiment_name(self) -> str:
         return self.tracking.experiment or self.name
+
+
+def _possible(name: str, fixed: dict[str, Any], space: dict[str, Dimension]) -> list[Any]:
+    """The values a builtin-mlp argument can take: each choice, the top of a range, else its fixed value."""
+    dim = space.get(name)
+    if isinstance(dim, (Int, Float)):
+        return [dim.high]
+    if isinstance(dim, Categorical):
+        return list(dim.choices)
+    if isinstance(dim, Fixed):
+        return [dim.value]
+    return [fixed.get(name, MLP_DEFAULTS[name])]
+
+
+def _largest_mlp(fixed: dict[str, Any], space: dict[str, Dimension]) -> tuple[int, str]:
+    """The most weights (and biases) the builtin mlp's hidden layers can have, from one input to one output,
+    and those layers (``'50 x 1000000'`` or ``[300, 100]``); values the mlp would refuse are skipped."""
+    def whole(value: Any) -> bool:
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0
+
+    depths = [int(d) for d in _possible("n_hidden", fixed, space) if whole(d)] or [MLP_DEFAULTS["n_hidden"]]
+    largest, layers = 0, ""
+    for width in _possible("n_neurons", fixed, space):
+        if isinstance(width, (list, tuple)) and all(whole(w) for w in width):
+            sizes = [1, *(int(w) for w in width), 1]
+            count, shape = sum((a + 1) * b for a, b in itertools.pairwise(sizes)), _short(list(map(int, width)))
+        elif whole(width):
+            w, depth = int(width), max(depths)
+            count, shape = (2 * w + (depth - 1) * (w + 1) * w + w + 1, f"{depth} x {w}") if depth else (2, "[]")
+        else:
+            continue
+        if count > largest:
+            largest, layers = count, shape
+    return largest, layers
+
+
+def _approx(number: int) -> str:
+    """``1.23e+08`` (also for integers too big for a float)."""
+    return f"{number:.3g}" if number < 1e300 else f"1e+{len(str(number)) - 1}"
+
+
+def _short(value: Any, limit: int = 120) -> str:
+    """``repr(value)``, cut to ``limit`` characters (a message must stay one readable paragraph)."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def _did_you_mean(word: str, candidates: Any) -> str:
@@ -243,7 +374,9 @@ def _format_error(error: dict, root: type[BaseModel]) -> str:
     if error["type"] == "missing":
         return f"{where}: required field is missing"
     message = error["msg"].removeprefix("Value error, ")
-    return f"{where}: {message} (got {error['input']!r})" if error["type"] != "value_error" else f"{where}: {message}"
+    if error["type"] == "value_error":
+        return f"{where}: {message}"
+    return f"{where}: {message} (got {_short(error['input'])})"
 
 
 def _validate(schema: type[BaseModel], raw: dict, what: str) -> Any:
@@ -270,7 +403,7 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
     """Apply ``key.path=value`` overrides (values parsed as YAML) to a study mapping."""
     for item in overrides:
         key, sep, text = item.partition("=")
-        if not sep or not key:
+        if not sep or not all(key.split(".")):  # no "=", or an empty name in the path (a..b, .a, a.)
             raise ConfigError(f"--set expects key.path=value, got {item!r}")
         try:
             value = safe_load(text)

@@ -219,8 +219,8 @@ def _split(X: np.ndarray, y: np.ndarray, size: float, seed: int, stratify: bool,
         if stratify:
             labels, counts = np.unique(y, return_counts=True)
             detail = f" (class {labels[counts.argmin()].item()!r} has {counts.min()} of {len(y)} rows)"
-        raise DataError(f"cannot split {raw.source} with {field}={size}{detail}: {exc}. Add rows, drop or merge "
-                        f"rare classes, or change {field}.") from exc
+        raise DataError(f"cannot split {raw.source} with {field}={size}{detail}: {str(exc).rstrip('.')}. Add rows, "
+                        f"drop or merge rare classes, or change {field}.") from exc
 
 
 def _load_raw(cfg: "DataConfig") -> _Raw:
@@ -235,8 +235,18 @@ def _load_raw(cfg: "DataConfig") -> _Raw:
     return loader(cfg)
 
 
+def _resolved(path: Path | str, field: str = "data.path") -> Path:
+    """The absolute path, refusing names no file can have (a NUL byte, too long, ...)."""
+    try:
+        resolved = Path(path).expanduser().resolve()
+        resolved.is_file()  # raises for names the OS refuses
+    except (OSError, ValueError) as exc:
+        raise DataError(f"{field}: {str(path)[:200]!r} cannot be a file name ({exc}).") from None
+    return resolved
+
+
 def _load_file(path: Path, cfg: "DataConfig") -> _Raw:
-    path = path.expanduser().resolve()
+    path = _resolved(path)
     if not path.is_file():
         raise DataError(f"data file {path} does not exist. Check data.path (relative paths are resolved "
                         f"from the current directory, {Path.cwd()}).")
@@ -340,7 +350,7 @@ def _california_housing(cfg: "DataConfig") -> _Raw:
 
     data_dir = os.environ.get("HPSEARCH_DATA_DIR")
     candidates = [cfg.path, data_dir and Path(data_dir) / "cal_housing.csv", Path("data/cal_housing.csv")]
-    tried = [Path(p).expanduser().resolve() for p in candidates if p]
+    tried = [_resolved(p, "data.path" if p == cfg.path else "$HPSEARCH_DATA_DIR") for p in candidates if p]
     for path in tried:
         if path.is_file():
             return _from_cal_housing_csv(path)

@@ -31,11 +31,30 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float, np.number)) and not isinstance(value, (bool, np.bool_))
 
 
+MAX_INT = 10**15  # int bounds stay within +-MAX_INT: exact as floats (Optuna's storage, numpy's index math)
+MAX_STEPS = 1_000_000  # values a stepped range may hold (random and grid search list them all)
+
+
+def _finite(value: Any) -> bool:
+    """A finite number that a float can hold (``10**400`` cannot)."""
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
+
+
+def _show(value: Any) -> str:
+    """A bound as a message shows it (``1e+300``, ``inf``, or the first digits of a huge integer)."""
+    if _finite(value) or isinstance(value, float):
+        return f"{value:.6g}"
+    return f"{str(value)[:8]}...({len(str(value))} digits)"
+
+
 def _check_range(low: Any, high: Any, log: bool) -> None:
     if not (_is_number(low) and _is_number(high)):
         raise ValueError(f"bounds must be numbers, got [{low!r}, {high!r}]")
-    if not (math.isfinite(low) and math.isfinite(high)):
-        raise ValueError(f"bounds must be finite, got [{low}, {high}]")
+    if not (_finite(low) and _finite(high) and _finite(high - low)):
+        raise ValueError(f"bounds must be finite, and less than 1.8e308 apart, got [{_show(low)}, {_show(high)}]")
     if low > high:
         raise ValueError(f"the range [{low}, {high}] is inverted: low must be <= high")
     if log and low <= 0:
@@ -55,8 +74,13 @@ class Int:
         _check_range(self.low, self.high, self.log)
         if not all(float(v).is_integer() for v in (self.low, self.high)):
             raise ValueError(f"int bounds must be whole numbers, got [{self.low}, {self.high}]")
-        if not (isinstance(self.step, (int, np.integer)) and self.step >= 1):
+        if max(abs(self.low), abs(self.high)) > MAX_INT:
+            raise ValueError(f"int bounds must lie within +-{MAX_INT:.0e}, got [{self.low:.6g}, {self.high:.6g}]")
+        if not (isinstance(self.step, (int, np.integer)) and not isinstance(self.step, bool) and self.step >= 1):
             raise ValueError(f"step must be an integer >= 1, got {self.step!r}")
+        if self.step > 1 and (self.high - self.low) // self.step >= MAX_STEPS:
+            raise ValueError(f"step {self.step} gives more than {MAX_STEPS} values in [{self.low}, {self.high}]; "
+                             "use a larger step, or no step")
         if self.log and self.step != 1:
             raise ValueError("an int range cannot have both log: true and a step")
         object.__setattr__(self, "low", int(self.low))
@@ -75,8 +99,11 @@ class Float:
 
     def __post_init__(self) -> None:
         _check_range(self.low, self.high, self.log)
-        if self.step is not None and (not _is_number(self.step) or self.step <= 0):
-            raise ValueError(f"step must be a number > 0, got {self.step!r}")
+        if self.step is not None and (not _is_number(self.step) or not _finite(self.step) or self.step <= 0):
+            raise ValueError(f"step must be a finite number > 0, got {self.step!r}")
+        if self.step is not None and (self.high - self.low) / self.step >= MAX_STEPS:
+            raise ValueError(f"step {self.step} gives more than {MAX_STEPS} values in [{self.low}, {self.high}]; "
+                             "use a larger step, or no step")
         if self.log and self.step is not None:
             raise ValueError("a float range cannot have both log: true and a step")
         object.__setattr__(self, "low", float(self.low))
@@ -158,12 +185,12 @@ def parse_dimension(raw: Any) -> Dimension:
     kinds = [k for k in raw if k in _KINDS]
     if len(kinds) != 1:
         raise ValueError(
-            f"expected exactly one of {', '.join(_KINDS)} (e.g. {{int: [1, 3]}}), got keys {sorted(raw)}"
+            f"expected exactly one of {', '.join(_KINDS)} (e.g. {{int: [1, 3]}}), got keys {sorted(map(str, raw))}"
         )
     kind = kinds[0]
     unknown = set(raw) - {kind} - _OPTIONS[kind]
     if unknown:
-        raise ValueError(f"unknown option(s) {sorted(unknown)} for {kind}; allowed: {sorted(_OPTIONS[kind])}")
+        raise ValueError(f"unknown option(s) {sorted(map(str, unknown))} for {kind}; allowed: {sorted(_OPTIONS[kind])}")
     options = {k: v for k, v in raw.items() if k != kind}
     if "log" in options and not isinstance(options["log"], bool):
         raise ValueError(f"log must be true or false, got {options['log']!r}")

@@ -18,8 +18,9 @@ from sklearn.utils import _safe_indexing
 from sklearn.utils.multiclass import type_of_target
 
 from hpsearch.errors import DataError
+from hpsearch.execution import Executor
 from hpsearch.fitting import Fitter, TrialFailed
-from hpsearch.results import PruningReporter, TrialObserver, TrialResult
+from hpsearch.results import FoldLedger, FoldResult, PruningReporter, TrialObserver, TrialResult
 
 DEFAULT_SCORING = {"regression": "neg_mean_squared_error", "binary": "accuracy",
                    "multiclass": "accuracy", "multilabel": "accuracy"}
@@ -69,53 +70,196 @@ def make_folds(X: Any, y: Any, cv: Any, classifier: bool) -> list[tuple[np.ndarr
     return list(check_cv(cv, y, classifier=classifier).split(X, y))
 
 
+@dataclass
+class FoldTask:
+    """One (candidate, fold) fit, self-contained so that another process or machine can run it."""
+
+    fitter: Fitter
+    splits: Splits
+    scoring: str
+    params: dict[str, Any]
+    number: int
+    fold: int
+    seed: int
+    keep_model: bool
+
+
+@dataclass
+class FoldOutcome:
+    """What a :class:`FoldTask` sends back: the fold's result and curves, or why it failed."""
+
+    number: int
+    result: FoldResult | None = None
+    curves: list[tuple[int, dict[str, float]]] = field(default_factory=list)
+    model: Any = None
+    error: str | None = None
+
+
+def failure_reason(exc: BaseException) -> str:
+    """``Type: first line of the message`` (what a failed trial's ``hpsearch.reason`` says)."""
+    message = str(exc).strip()
+    return f"{type(exc).__name__}: {message.splitlines()[0] if message else ''}"
+
+
+def checked_score(scorer: Any, scoring: str, model: Any, X: Any, y: Any) -> float:
+    """``scorer(model, X, y)``; a NaN/inf score fails the trial."""
+    value = float(scorer(model, X, y))
+    if not math.isfinite(value):
+        raise TrialFailed(f"the {scoring} score is {value}")
+    return value
+
+
+def fit_fold(task: FoldTask, hook: _CurveHook | _Recorder, scorer: Any = None) -> tuple[Any, bool]:
+    """Fit and score one fold; returns (model, pruned) and sets ``hook.result`` unless pruned."""
+    X_fit, y_fit, weights, X_score, y_score, validation = task.splits.fold(task.fold)
+    started = time.perf_counter()
+    model = task.fitter(task.params, X_fit, y_fit, validation, task.seed, hook, sample_weight=weights)
+    fit_seconds, epochs = time.perf_counter() - started, hook.epochs
+    if hook.pruned:
+        return model, True
+    started = time.perf_counter()
+    score = checked_score(scorer or get_scorer(task.scoring), task.scoring, model, X_score, y_score)
+    hook.result = FoldResult(task.fold, score, epochs, fit_seconds, time.perf_counter() - started)
+    return model, False
+
+
+class _Recorder:
+    """The per-epoch hook of a fold fitted elsewhere: keeps the curves to send back."""
+
+    def __init__(self) -> None:
+        self.curves: list[tuple[int, dict[str, float]]] = []
+        self.epochs, self.pruned, self.result = 0, False, None
+
+    def __call__(self, epoch: int, logs: dict[str, float]) -> bool:
+        self.epochs = epoch + 1
+        self.curves.append((epoch, dict(logs)))
+        return False
+
+
+def run_fold_task(task: FoldTask) -> FoldOutcome:
+    """Run one :class:`FoldTask` (in a joblib/Dask worker); never raises for a failing candidate."""
+    recorder = _Recorder()
+    try:
+        model, _ = fit_fold(task, recorder)
+    except Exception as exc:
+        return FoldOutcome(task.number, curves=recorder.curves, error=failure_reason(exc))
+    return FoldOutcome(task.number, recorder.result, recorder.curves, model if task.keep_model else None)
+
+
 class Evaluator:
-    """Fits, scores and records candidates; never raises for a failing candidate."""
+    """Fits, scores and records candidates; never raises for a failing candidate.
+
+    ``executor`` (see :mod:`hpsearch.execution`) runs :meth:`many`'s folds in other processes or on a
+    Dask cluster; without one, everything runs here with live curves and progress.
+    """
 
     def __init__(self, splits: Splits, fitter: Fitter, scoring: str, tracker: Any, observer: TrialObserver,
-                 seed: int, epochs: int) -> None:
+                 seed: int, epochs: int, executor: Executor | None = None) -> None:
         self.splits, self.fitter, self.scoring = splits, fitter, scoring
         self._scorer = get_scorer(scoring)
         self.tracker, self.observer, self.seed, self.epochs = tracker, observer, seed, epochs
+        self.executor = executor
 
     def score(self, model: Any, X: Any, y: Any) -> float:
-        value = float(self._scorer(model, X, y))
-        if not math.isfinite(value):
-            raise TrialFailed(f"the {self.scoring} score is {value}")
-        return value
+        return checked_score(self._scorer, self.scoring, model, X, y)
 
-    def __call__(self, params: dict[str, Any], number: int, reporter: PruningReporter | None = None) -> TrialResult:
-        """Evaluate one candidate; a failing model is recorded as a failed trial."""
+    def _task(self, params: dict[str, Any], number: int, fold: int) -> FoldTask:
+        return FoldTask(self.fitter, self.splits, self.scoring, params, number, fold,
+                        self.seed + 7919 * number + fold, keep_model=fold == 0)
+
+    def __call__(self, params: dict[str, Any], number: int, reporter: PruningReporter | None = None,
+                 ledger: FoldLedger | None = None) -> TrialResult:
+        """Evaluate one candidate here and now; folds the ledger holds are not refitted."""
+        known = ledger.folds(number) if ledger else {}
         result = TrialResult(number=number, params=params)
         run = self.tracker.start_trial(number, params)
         result.run_id = run.run_id
+        if ledger:
+            ledger.start_trial(number, params, run.run_id)
+        if known:
+            run.set_tags({"hpsearch.resumed_folds": ",".join(str(k) for k in sorted(known))})
         self.observer.trial_started(number, self.splits.n_folds, self.epochs)
         started, first_model = time.perf_counter(), None
         try:
             for fold in range(self.splits.n_folds):
-                X_fit, y_fit, weights, X_score, y_score, validation = self.splits.fold(fold)
+                if fold in known:
+                    _add_fold(result, known[fold])
+                    continue
                 hook = _CurveHook(self, run, fold, reporter)
-                fit_started = time.perf_counter()
-                model = self.fitter(params, X_fit, y_fit, validation, self.seed + 7919 * number + fold, hook,
-                                    sample_weight=weights)
-                result.fit_seconds.append(time.perf_counter() - fit_started)
-                result.fold_epochs.append(hook.epochs)
-                if first_model is None:
-                    first_model = model
-                if hook.pruned:
+                model, pruned = fit_fold(self._task(params, number, fold), hook, self._scorer)
+                first_model = first_model if first_model is not None else model
+                if pruned:
+                    result.fold_epochs.append(hook.epochs)
                     result.state, result.reason = "pruned", f"pruned at epoch {hook.epochs} of fold {fold}"
                     break
-                score_started = time.perf_counter()
-                result.fold_scores.append(self.score(model, X_score, y_score))
-                result.score_seconds.append(time.perf_counter() - score_started)
+                _add_fold(result, hook.result)
+                if ledger:
+                    ledger.record_fold(number, hook.result)
         except Exception as exc:  # a failing candidate must not stop the study
-            message = str(exc).strip()
-            result.state, first_model = "failed", None
-            result.reason = f"{type(exc).__name__}: {message.splitlines()[0] if message else ''}"
+            result.state, result.reason, first_model = "failed", failure_reason(exc), None
         result.duration_s = time.perf_counter() - started
-        self.tracker.end_trial(run, result, model=first_model)
-        self.observer.trial_ended(result)
+        self._end(run, result, first_model, ledger)
         return result
+
+    def _end(self, run: Any, result: TrialResult, model: Any, ledger: FoldLedger | None) -> None:
+        self.tracker.end_trial(run, result, model=model)
+        if ledger:
+            ledger.end_trial(result)
+        self.observer.trial_ended(result)
+
+    def many(self, candidates: list[tuple[int, dict[str, Any]]], ledger: FoldLedger | None = None
+             ) -> list[TrialResult]:
+        """Evaluate a batch; with an executor, every missing (candidate, fold) pair runs in parallel."""
+        if self.executor is None:
+            return [self(params, number, None, ledger) for number, params in candidates]
+        params_of = dict(candidates)
+        done = {number: dict(ledger.folds(number) if ledger else {}) for number in params_of}
+        outcomes: dict[int, list[FoldOutcome]] = {number: [] for number in params_of}
+        tasks = [self._task(params, number, fold) for number, params in candidates
+                 for fold in range(self.splits.n_folds) if fold not in done[number]]
+        results = {number: self._record(number, params_of[number], done[number], [], ledger)
+                   for number in params_of if len(done[number]) == self.splits.n_folds}
+        for outcome in self.executor.map_unordered(run_fold_task, tasks):
+            number = outcome.number
+            outcomes[number].append(outcome)
+            if outcome.result is not None:
+                done[number][outcome.result.fold] = outcome.result
+                if ledger:
+                    ledger.record_fold(number, outcome.result)
+            if len(done[number]) + sum(o.error is not None for o in outcomes[number]) == self.splits.n_folds:
+                results[number] = self._record(number, params_of[number], done[number], outcomes[number], ledger)
+        return [results[number] for number, _ in candidates]
+
+    def _record(self, number: int, params: dict[str, Any], folds: dict[int, FoldResult],
+                outcomes: list[FoldOutcome], ledger: FoldLedger | None = None) -> TrialResult:
+        """Track a trial whose folds ran elsewhere: its curves, scores and first fold's model."""
+        result = TrialResult(number=number, params=params)
+        for fold in sorted(folds):
+            _add_fold(result, folds[fold])
+        errors = [o.error for o in outcomes if o.error is not None]
+        if errors:
+            result.state, result.reason = "failed", errors[0]
+        result.duration_s = sum(result.fit_seconds) + sum(result.score_seconds)
+        self.observer.trial_started(number, self.splits.n_folds, self.epochs)
+        run = self.tracker.start_trial(number, params)
+        result.run_id = run.run_id
+        resumed = sorted(set(folds) - {o.result.fold for o in outcomes if o.result})
+        if resumed:
+            run.set_tags({"hpsearch.resumed_folds": ",".join(str(k) for k in resumed)})
+        for outcome in sorted(outcomes, key=lambda o: o.result.fold if o.result else -1):
+            prefix = f"fold{outcome.result.fold}/" if self.splits.folds and outcome.result else ""
+            for epoch, logs in outcome.curves:
+                run.log_metrics({prefix + k: v for k, v in logs.items()}, step=epoch)
+        model = next((o.model for o in outcomes if o.model is not None), None)
+        self._end(run, result, None if errors else model, ledger)
+        return result
+
+
+def _add_fold(result: TrialResult, fold: FoldResult) -> None:
+    result.fold_scores.append(fold.score)
+    result.fold_epochs.append(fold.epochs)
+    result.fit_seconds.append(fold.fit_seconds)
+    result.score_seconds.append(fold.score_seconds)
 
 
 class _CurveHook:
@@ -124,7 +268,7 @@ class _CurveHook:
     def __init__(self, evaluator: Evaluator, run: Any, fold: int, reporter: PruningReporter | None) -> None:
         self.evaluator, self.run, self.fold, self.reporter = evaluator, run, fold, reporter
         self.prefix = f"fold{fold}/" if evaluator.splits.folds else ""
-        self.epochs, self.pruned = 0, False
+        self.epochs, self.pruned, self.result = 0, False, None
 
     def __call__(self, epoch: int, logs: dict[str, float]) -> bool:
         self.epochs = epoch + 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
@@ -44,6 +45,26 @@ class TrialResult:
 
 
 @dataclass
+class FoldResult:
+    """One fitted and scored (candidate, fold) pair: what a resumed random/grid search need not refit."""
+
+    fold: int
+    score: float
+    epochs: int
+    fit_seconds: float
+    score_seconds: float
+
+
+class FoldLedger(Protocol):
+    """Where finished (candidate, fold) pairs are recorded, so that a re-run skips them."""
+
+    def folds(self, number: int) -> dict[int, FoldResult]: ...
+    def record_fold(self, number: int, result: FoldResult) -> None: ...
+    def start_trial(self, number: int, params: dict[str, Any], run_id: str | None) -> None: ...
+    def end_trial(self, result: TrialResult) -> None: ...
+
+
+@dataclass
 class StudyResult:
     """All trials of a study, the best one, and the refit best model's held-out test score."""
 
@@ -65,8 +86,12 @@ class StudyResult:
         return max(self.finished, key=lambda t: t.score, default=None)
 
     def failure_counts(self) -> Counter:
-        """Failed trials counted by reason."""
-        return Counter(t.reason or "unknown" for t in self.trials if t.state == "failed")
+        """Failed trials counted by reason; reasons that differ only in their numbers ("NaN at epoch 3",
+        "NaN at epoch 7") count as one, with ``N`` for the numbers ("NaN at epoch N")."""
+        reasons = [t.reason or "unknown" for t in self.trials if t.state == "failed"]
+        kinds = [re.sub(r"\d+(\.\d+)?(e[-+]?\d+)?", "N", reason) for reason in reasons]
+        per_kind = Counter(kinds)
+        return Counter(reason if per_kind[kind] == 1 else kind for reason, kind in zip(reasons, kinds))
 
 
 class TrialObserver(Protocol):

@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import tempfile
 from collections.abc import Callable
@@ -20,6 +21,7 @@ from hpsearch.data import Dataset, load_dataset
 from hpsearch.dimensions import Categorical, Fixed
 from hpsearch.errors import ConfigError, mask_credentials
 from hpsearch.evaluation import DEFAULT_SCORING, Evaluator, Splits, make_folds
+from hpsearch.execution import make_executor
 from hpsearch.fitting import StudyFitter
 from hpsearch.models.estimator import check_params, resolve_factory
 from hpsearch.results import NoObserver, StudyResult, TrialObserver
@@ -38,7 +40,7 @@ def run_search(name: str, strategy: Strategy, evaluator: Evaluator, tracker: Tra
     """
     observer = observer or NoObserver()
     tracker.check_reachable()  # reads only; then the first write: the strategy's storage
-    strategy.prepare()
+    strategy.prepare(trial_setup(study_params))
     observer.search_started(strategy.planned_trials())
     study_run = tracker.start_study(name, study_params, study_text, resume=strategy.resumes(),
                                     run_id=strategy.shared_run_id())
@@ -62,6 +64,15 @@ def run_search(name: str, strategy: Strategy, evaluator: Evaluator, tracker: Tra
     extra = {"tracking_uri": mask_credentials(tracker.tracking_uri or "")}
     tracker.end_study(result, extra, status="FINISHED" if result.best is not None else "FAILED")
     return result
+
+
+# Study params that do not change what a trial computes: a resumed study may differ in these.
+_NOT_SETUP = ("n_trials", "storage", "sampler", "pruner", "auto.", "execution.")
+
+
+def trial_setup(study_params: dict[str, Any]) -> dict[str, Any]:
+    """What makes two runs' trials comparable (data, model, training, space, seed, cv, scoring)."""
+    return {k: v for k, v in study_params.items() if not k.startswith(_NOT_SETUP)}
 
 
 @dataclass
@@ -155,6 +166,8 @@ def _study_params(plan: Plan, scoring: str) -> dict[str, Any]:
     if study.search.strategy == "optuna":
         params.update({"sampler": study.search.sampler, "pruner": study.search.pruner,
                        "storage": mask_credentials(study.search.storage)})
+    if study.execution.parallel:
+        params.update({"execution.backend": study.execution.backend, "execution.n_jobs": study.execution.n_jobs})
     params.update({f"data.{k}": v for k, v in plan.data.fingerprint().items()})
     params.update({f"model.{k}": v for k, v in study.model.params.items()})
     params.update({f"space.{k}": v for k, v in plan.space.describe().items()})
@@ -171,8 +184,9 @@ def run_study(study: StudyConfig, study_text: str, observer: TrialObserver | Non
     observer = observer or NoObserver()
     data, fitter = plan.data, plan.fitter
     scoring, tracker = plan.scoring, plan.tracker()
+    executor = make_executor(study.execution)
     evaluator = Evaluator(plan.splits, fitter, scoring, tracker, observer, study.seed,
-                          study.training.epochs)
+                          study.training.epochs, executor)
     validation = (data.X_valid, data.y_valid) if data.X_valid is not None else None
     auto = {}
     if wants_auto_learning_rate(study):
@@ -182,8 +196,10 @@ def run_study(study: StudyConfig, study_text: str, observer: TrialObserver | Non
     def refit(params: dict[str, Any]) -> Any:
         return fitter(params, data.X_train, data.y_train, validation, study.seed, lambda epoch, logs: False)
 
-    result = run_search(study.name, plan.strategy, evaluator, tracker, {**_study_params(plan, scoring), **auto},
-                        study_text, None if worker else refit, test=(data.X_test, data.y_test), observer=observer)
+    with executor or contextlib.nullcontext():
+        result = run_search(study.name, plan.strategy, evaluator, tracker, {**_study_params(plan, scoring), **auto},
+                            study_text, None if worker else refit, test=(data.X_test, data.y_test),
+                            observer=observer)
     if not worker:
         _log_report(tracker, result.study_run_id)
     return result
@@ -193,8 +209,9 @@ def open_shared_study(plan: Plan, study_text: str) -> str:
     """Create the shared study's storage and MLflow study run before workers start, so they all join it."""
     study, tracker = plan.study, plan.tracker()
     tracker.check_reachable()
-    plan.strategy.prepare()
-    run_id = tracker.start_study(study.name, _study_params(plan, plan.scoring), study_text, resume=True,
+    params = _study_params(plan, plan.scoring)
+    plan.strategy.prepare(trial_setup(params))
+    run_id = tracker.start_study(study.name, params, study_text, resume=True,
                                  run_id=plan.strategy.shared_run_id())
     plan.strategy.share_run_id(run_id)
     return run_id

@@ -74,9 +74,10 @@ def to_grid(dim: Dimension, points: int) -> list[Any]:
         return sorted({float(v) for v in spaced(dim.low, dim.high, points)})
     if isinstance(dim, Int) and dim.log:
         return sorted({int(round(v)) for v in np.geomspace(dim.low, dim.high, points)})
-    values = _float_steps(dim) if isinstance(dim, Float) else list(range(dim.low, dim.high + 1, dim.step))
+    # a range object, never a list: an int range may span 1e15 values
+    values = _float_steps(dim) if isinstance(dim, Float) else range(dim.low, dim.high + 1, dim.step)
     if len(values) <= points:
-        return values
+        return list(values)
     return [values[i] for i in sorted(set(np.linspace(0, len(values) - 1, points).round().astype(int)))]
 
 

@@ -14,6 +14,8 @@ import pytest
 import tomllib
 import yaml
 
+from hpsearch.config import load_study
+
 ROOT = Path(__file__).resolve().parents[1]
 COMPOSE = ROOT / "docker-compose.yml"
 DOCKERFILE = ROOT / "Dockerfile"
@@ -122,10 +124,10 @@ def test_interpolate_follows_compose_rules() -> None:
 
 # --- docker-compose.yml ----------------------------------------------------------------------------------
 
-def test_compose_parses_with_the_three_services(raw: dict) -> None:
+def test_compose_parses_with_the_services(raw: dict) -> None:
     assert isinstance(raw, dict)
     assert "version" not in raw, "the Compose spec has no version: key"
-    assert {"postgres", "mlflow", "worker"} <= set(raw["services"])
+    assert {"postgres", "mlflow", "worker", "finish", "optuna-dashboard"} <= set(raw["services"])
     assert raw["services"]["postgres"]["image"].startswith("postgres:16")
 
 
@@ -141,8 +143,9 @@ def test_every_published_port_is_bound_to_loopback(compose: dict) -> None:
                 parts = str(port).rsplit(":", 2)
                 host_ip = parts[0] if len(parts) == 3 else None
             assert host_ip == "127.0.0.1", f"{name} publishes {port!r} on every interface"
-    assert published >= 2
+    assert published >= 3
     assert "127.0.0.1:5000:5000" in compose["services"]["mlflow"]["ports"]
+    assert "127.0.0.1:8080:8080" in compose["services"]["optuna-dashboard"]["ports"]
 
 
 def test_no_password_is_written_in_the_compose_file(raw: dict, env_example: dict[str, str]) -> None:
@@ -165,7 +168,7 @@ def test_no_password_is_written_in_the_compose_file(raw: dict, env_example: dict
 
     only_reference = re.compile(r"^\$\{[A-Za-z_][A-Za-z0-9_]*(:?\?[^}]*)?\}$")  # ${NAME} or ${NAME:?message}
     for where, value in strings(raw, "compose"):
-        if re.search(r"pass(word)?|secret|token", where.rsplit(".", 1)[-1], re.I):
+        if re.search(r"pass(word)?|secret|token", where.rsplit(".", 1)[-1], re.IGNORECASE):
             assert isinstance(value, str) and only_reference.match(value), f"{where} = {value!r}"
         if isinstance(value, str) and "://" in value:
             password = urlsplit(value).password if "@" in value else None
@@ -187,12 +190,22 @@ def test_env_example_defines_every_variable_the_compose_file_uses(env_example: d
     assert not (ROOT / ".env").exists() or ".env" in (ROOT / ".gitignore").read_text(), ".env must stay uncommitted"
 
 
-def test_postgres_and_mlflow_have_healthchecks(compose: dict) -> None:
-    postgres, mlflow = compose["services"]["postgres"], compose["services"]["mlflow"]
+def test_every_server_has_a_healthcheck_and_waits_for_healthy_dependencies(compose: dict) -> None:
+    services = compose["services"]
+    postgres, mlflow, dashboard = services["postgres"], services["mlflow"], services["optuna-dashboard"]
     assert "pg_isready" in " ".join(postgres["healthcheck"]["test"])
     assert "http://localhost:5000/health" in " ".join(mlflow["healthcheck"]["test"])
-    assert mlflow["healthcheck"]["test"][:2] == ["CMD", "python"], "the slim image has no curl"
-    assert mlflow["depends_on"]["postgres"]["condition"] == "service_healthy"
+    assert "http://localhost:8080/" in " ".join(dashboard["healthcheck"]["test"])
+    for name, service in services.items():
+        if service.get("ports"):  # a server: the jobs (worker, finish) exit when done and have none
+            assert service["healthcheck"]["test"][0] in ("CMD", "CMD-SHELL"), name
+            assert service.get("restart") == "unless-stopped", name
+        test = (service.get("healthcheck") or {}).get("test", [])
+        if test[:1] == ["CMD"] and service.get("build"):
+            assert test[1] == "python", "the slim image has no curl"
+        for dependency, condition in (service.get("depends_on") or {}).items():
+            assert condition["condition"] == "service_healthy", f"{name} must wait until {dependency} is healthy"
+    assert {"postgres", "mlflow"} <= set(services["worker"]["depends_on"])
     volumes = set(compose["volumes"])
     assert any(v.split(":")[0] in volumes and v.split(":")[1] == "/var/lib/postgresql/data" for v in postgres["volumes"])
 
@@ -225,25 +238,80 @@ def test_mlflow_accepts_the_host_name_the_worker_uses(compose: dict) -> None:
         assert any(fnmatch(host, pattern) if "*" in pattern else host == pattern for pattern in allowed), host
 
 
-def test_worker_waits_for_mlflow_and_tracks_there(compose: dict) -> None:
-    worker = compose["services"]["worker"]
-    assert worker["depends_on"]["mlflow"]["condition"] == "service_healthy"
+def test_worker_tracks_in_mlflow_and_shares_the_optuna_storage_in_its_own_database(
+        compose: dict, env_example: dict[str, str]) -> None:
+    worker, postgres = compose["services"]["worker"], compose["services"]["postgres"]
     environment = worker["environment"]
     assert environment["MLFLOW_TRACKING_URI"] == "http://mlflow:5000"
     assert str(environment["HPSEARCH_OFFLINE"]) == "1"
-    assert any(v.startswith("./studies:/app/studies") and v.endswith(":ro") for v in worker["volumes"])
-    assert worker["build"] == compose["services"]["mlflow"]["build"], "one image for the server and the worker"
+    storage = urlsplit(environment["HPSEARCH_STORAGE"])
+    assert storage.scheme == "postgresql" and (storage.hostname, storage.port) == ("postgres", 5432)
+    assert (storage.username, storage.password) == (env_example["POSTGRES_USER"], env_example["POSTGRES_PASSWORD"])
+    assert storage.path.lstrip("/") == postgres["environment"]["OPTUNA_DB"] == env_example["OPTUNA_DB"]
+    assert env_example["OPTUNA_DB"] != env_example["POSTGRES_DB"], "Optuna and MLflow both own an alembic_version"
+    assert not any(env_example["POSTGRES_PASSWORD"] in part for part in command_list(worker["command"]))
+    for name in ("finish", "optuna-dashboard"):
+        assert compose["services"][name]["environment"]["HPSEARCH_STORAGE"] == environment["HPSEARCH_STORAGE"]
+    assert compose["services"]["finish"]["environment"] == environment
+    for name in ("worker", "finish"):
+        assert any(v.startswith("./studies:/app/studies") and v.endswith(":ro") for v in compose["services"][name]["volumes"])
+    builds = {compose["services"][name]["build"]["dockerfile"] for name in ("mlflow", "worker", "finish", "optuna-dashboard")}
+    assert builds == {"Dockerfile"}, "one image for the servers and the jobs"
+
+
+def test_postgres_creates_the_optuna_database_on_first_start(compose: dict) -> None:
+    postgres = compose["services"]["postgres"]
+    (mount,) = [v for v in postgres["volumes"] if v.split(":")[1] == "/docker-entrypoint-initdb.d"]
+    assert mount.startswith("./") and mount.endswith(":ro")
+    scripts = sorted((ROOT / mount.split(":")[0]).iterdir())
+    assert scripts and all(s.suffix in (".sh", ".sql") for s in scripts)
+    text = "".join(s.read_text(encoding="utf-8") for s in scripts)
+    assert "OPTUNA_DB" in text and "CREATE DATABASE" in text
+    assert (ROOT / ".dockerignore").is_file()
+
+
+def test_worker_is_scalable(raw: dict) -> None:
+    """``docker compose up --scale worker=4``: no fixed container name or host port, no fixed replica count
+    above one, and a stop signal hpsearch handles (open runs end as KILLED)."""
+    worker = raw["services"]["worker"]
+    assert "container_name" not in worker and "ports" not in worker and "hostname" not in worker
+    assert (worker.get("deploy") or {}).get("replicas", 1) == 1
+    assert worker["stop_signal"] == "SIGINT"
+    assert worker.get("restart", "no") == "no", "a worker exits when its study is done; restarting would loop"
+    assert "profiles" not in worker and raw["services"]["finish"]["profiles"] == ["finish"]
 
 
 @pytest.mark.parametrize("env_source", ["defaults", ".env.example"])
-def test_worker_runs_a_study_that_exists(raw: dict, env_example: dict[str, str], env_source: str) -> None:
+def test_worker_and_finish_run_an_optuna_study_that_exists(raw: dict, env_example: dict[str, str],
+                                                           env_source: str) -> None:
     env = dict(env_example) if env_source == ".env.example" else {
-        key: value for key, value in env_example.items() if key != "HPSEARCH_STUDY"}
-    command = command_list(interpolate(raw, env)["services"]["worker"]["command"])
-    assert command[:4] == ["python", "-m", "hpsearch", "run"]
-    study = command[4]
-    assert study.startswith("studies/") and (ROOT / study).is_file(), f"{study} is not in studies/"
-    assert yaml.safe_load((ROOT / study).read_text(encoding="utf-8"))["name"]
+        key: value for key, value in env_example.items() if key not in ("HPSEARCH_STUDY", "HPSEARCH_THREADS")}
+    services = interpolate(raw, env)["services"]
+    worker, finish = command_list(services["worker"]["command"]), command_list(services["finish"]["command"])
+    assert worker[:4] == ["python", "-m", "hpsearch", "worker"] and option(worker, "--threads") == "1"
+    assert finish == ["python", "-m", "hpsearch", "run", worker[4]]
+    study = worker[4]
+    assert study == "studies/service.yaml", "the default study"
+    assert (ROOT / study).is_file(), f"{study} is not in studies/"
+    config = load_study(ROOT / study)
+    assert config.search.strategy == "optuna", "hpsearch worker needs an Optuna study"
+    raw_study = yaml.safe_load((ROOT / study).read_text(encoding="utf-8"))
+    assert "storage" not in raw_study["search"] and "uri" not in raw_study.get("tracking", {}), \
+        "the service's study takes its storage and tracking server from the environment"
+
+
+def test_readme_shows_the_service_set_up(compose: dict) -> None:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = readme[readme.index("## Service set-up (Docker Compose)"):]
+    section = section[:section.index("\n## ", 1)] if "\n## " in section[1:] else section
+    for text in ("cp .env.example .env", "docker compose up -d", "docker compose up -d --scale worker=4",
+                 "docker compose run --rm finish", "docker compose down", "HPSEARCH_STUDY=", "--threads"):
+        assert text in section, text
+    for name, service in compose["services"].items():
+        assert f"`{name}`" in section, f"the README's table lacks the {name} service"
+        for port in service.get("ports", []):
+            host, published, _ = port.split(":")
+            assert f"{host}:{published}" in section, port
 
 
 # --- Dockerfile ------------------------------------------------------------------------------------------
@@ -255,7 +323,9 @@ def test_dockerfile_copies_what_pip_install_needs_before_installing() -> None:
     readme = pyproject["project"]["readme"]
     readme = readme if isinstance(readme, str) else readme["file"]
     install = next(i for i, (op, args) in enumerate(instructions) if op == "RUN" and "pip install" in args)
-    assert "--no-cache-dir \".[postgres]\"" in instructions[install][1]  # psycopg 3: postgresql:// URLs
+    assert "--no-cache-dir \".[postgres,dashboard]\"" in instructions[install][1]  # psycopg 3, optuna-dashboard
+    extras = pyproject["project"]["optional-dependencies"]
+    assert any(r.startswith("optuna-dashboard") for r in extras["dashboard"])
     copied_before = [src for op, args in instructions[:install] if op == "COPY" for src in args.split()[:-1]]
     for needed in ("pyproject.toml", readme, "hpsearch/"):
         assert needed in copied_before, f"{needed} must be copied before pip install"

@@ -36,6 +36,7 @@ def error_of(raw, source: str = "study") -> str:
 
 def test_defaults(monkeypatch):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("HPSEARCH_STORAGE", raising=False)
     study = parse_study(copy.deepcopy(MINIMAL))
     assert isinstance(study, StudyConfig)
     assert study.seed == 42
@@ -63,6 +64,23 @@ def test_tracking_uri_precedence(monkeypatch):
     study = parse_study({**MINIMAL, "tracking": {"uri": "sqlite:///other.db", "experiment": "exp"}})
     assert study.tracking.resolved_uri() == f"sqlite:///{Path.cwd() / 'other.db'}"  # made absolute
     assert study.experiment_name == "exp"
+
+
+def test_storage_precedence_set_then_file_then_environment_then_default(tmp_path, monkeypatch):
+    monkeypatch.delenv("HPSEARCH_STORAGE", raising=False)
+    assert parse_study(copy.deepcopy(MINIMAL)).search.storage == DEFAULT_OPTUNA_STORAGE
+    env_url = "postgresql://hp:secret@postgres:5432/optuna"
+    monkeypatch.setenv("HPSEARCH_STORAGE", env_url)
+    assert parse_study(copy.deepcopy(MINIMAL)).search.storage == env_url  # the file does not set it
+    assert parse_study({**MINIMAL, "search": {"strategy": "optuna"}}).search.storage == env_url
+    in_file = {**MINIMAL, "search": {"storage": "sqlite:///file.db"}}
+    assert parse_study(copy.deepcopy(in_file)).search.storage == "sqlite:///file.db"
+    assert parse_study({**MINIMAL, "search": {"storage": None}}).search.storage is None  # explicit: in memory
+    path = write_study(tmp_path, in_file)
+    assert load_study(path, ["search.storage=sqlite:///set.db"]).search.storage == "sqlite:///set.db"
+    assert load_study(path, ["search.storage=null"]).search.storage is None
+    monkeypatch.setenv("HPSEARCH_STORAGE", "")  # empty = unset
+    assert parse_study(copy.deepcopy(MINIMAL)).search.storage == DEFAULT_OPTUNA_STORAGE
 
 
 def test_tiny_study_parses_into_dimensions():

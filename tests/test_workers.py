@@ -133,3 +133,17 @@ def test_killed_worker_then_resume_loses_nothing(workdir, database, pg_mlflow_se
     (killed,) = [t for t in trials if t.info.status == "KILLED"]
     assert "heartbeats" in killed.data.tags["hpsearch.reason"]
     assert sum(t.data.tags["hpsearch.state"] == "finished" for t in trials) == 2
+
+
+def test_workers_started_together_on_a_new_study_share_one_study_run(workdir, database, pg_mlflow_server):
+    raw = tiny_study(name="together", search__strategy="optuna", search__n_trials=4, search__cv=None,
+                     search__storage=database, tracking={"uri": pg_mlflow_server})
+    path = write_study(workdir, raw)
+    workers = [hpsearch("worker", str(path), "--threads", "1") for _ in range(2)]
+    outputs = [worker.communicate(timeout=600)[0] for worker in workers]
+    assert [w.returncode for w in workers] == [0, 0], outputs
+
+    studies, trials = children(pg_mlflow_server, "together")
+    assert len(studies) == 1 and studies[0].info.status == "FINISHED"  # the last worker out closed it
+    assert sorted(int(t.data.tags["hpsearch.trial"]) for t in trials) == [0, 1, 2, 3]
+    assert {t.data.tags["mlflow.parentRunId"] for t in trials} == {studies[0].info.run_id}

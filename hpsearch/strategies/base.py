@@ -3,15 +3,23 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 from hpsearch.config import SearchConfig
-from hpsearch.results import PruningReporter, TrialResult
+from hpsearch.results import FoldLedger, PruningReporter, TrialResult
 from hpsearch.space import SearchSpace
 
-# evaluate(params, trial_number, reporter) -> TrialResult; never raises for a failing candidate.
-Evaluate = Callable[[dict[str, Any], int, "PruningReporter | None"], TrialResult]
+
+class Evaluate(Protocol):
+    """Fits and scores candidates (the evaluator); never raises for a failing candidate."""
+
+    def __call__(self, params: dict[str, Any], number: int, reporter: PruningReporter | None = None,
+                 ledger: FoldLedger | None = None) -> TrialResult:
+        """One candidate, now, in this process (pruning needs that)."""
+
+    def many(self, candidates: list[tuple[int, dict[str, Any]]], ledger: FoldLedger | None = None
+             ) -> list[TrialResult]:
+        """A batch of (number, params), in parallel when the study's execution allows it."""
 
 
 class Strategy(ABC):
@@ -30,8 +38,12 @@ class Strategy(ABC):
         """Whether a re-run continues the previous run's study (and its MLflow study run)."""
         return False
 
-    def prepare(self) -> None:
-        """Open storages etc. before any training (errors here are the user's: bad URLs...)."""
+    def prepare(self, setup: dict[str, Any]) -> None:
+        """Open storages etc. before any training (errors here are the user's: bad URLs...).
+
+        ``setup`` is what makes trials comparable (data, model, training, space, seed): a stored
+        study run with another set-up must not be resumed.
+        """
 
     def killed_trials(self) -> list[int]:
         """Trial numbers whose worker died mid-trial (their tracking runs must be closed)."""

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import time
 import warnings
+from typing import Any
 
 import optuna
 from optuna.trial import TrialState
@@ -14,6 +16,7 @@ from hpsearch.strategies.base import Evaluate, Strategy
 
 _STATES = {"finished": TrialState.COMPLETE, "pruned": TrialState.PRUNED, "failed": TrialState.FAIL}
 _DONE = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+_RUN_WAIT = 60.0  # seconds a joining worker waits for the study's creator to open the MLflow study run
 
 
 class _Reporter:
@@ -32,6 +35,7 @@ class OptunaStrategy(Strategy):
 
     name = "optuna"
     study: optuna.Study | None = None
+    creator = False
 
     def resumes(self) -> bool:
         return self.search.storage is not None
@@ -56,12 +60,17 @@ class OptunaStrategy(Strategy):
             grace_period=2 * self.search.heartbeat,
             heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1))
 
-    def prepare(self) -> None:
+    def prepare(self, setup: dict[str, Any]) -> None:
+        """Open (or create) the study; refuse one of the same name created with another search space."""
         optuna.logging.set_verbosity(optuna.logging.ERROR)
         try:
-            self.study = optuna.create_study(study_name=self.study_name, storage=self._storage(),
-                                             sampler=self._sampler(), pruner=self._pruner(),
-                                             direction="maximize", load_if_exists=True)
+            storage, options = self._storage(), {"sampler": self._sampler(), "pruner": self._pruner()}
+            try:  # whoever creates the study also creates its MLflow study run (see shared_run_id)
+                self.study = optuna.create_study(study_name=self.study_name, storage=storage,
+                                                 direction="maximize", **options)
+                self.creator = True
+            except optuna.exceptions.DuplicatedStudyError:
+                self.study = optuna.load_study(study_name=self.study_name, storage=storage, **options)
         except Exception as exc:  # SQLAlchemy/driver errors: the URL is the user's to fix
             raise TrackingError(f"cannot open search.storage {mask_credentials(str(self.search.storage))}: "
                                 f"{type(exc).__name__}: {str(exc).splitlines()[0]}") from None
@@ -83,12 +92,21 @@ class OptunaStrategy(Strategy):
                 if t.state == TrialState.FAIL and "run_id" not in t.user_attrs]
 
     def shared_run_id(self) -> str | None:
-        """The MLflow study run every worker of this study records into."""
-        return self.study.user_attrs.get("mlflow_study_run")
+        """The MLflow study run every worker of this study records into.
+
+        Workers started together all find the study new: the one that created it creates the study
+        run, the others wait for it (up to ``_RUN_WAIT`` seconds) rather than create their own.
+        """
+        deadline = time.monotonic() + (0 if self.creator else _RUN_WAIT)
+        while True:
+            attrs = self.study.user_attrs  # re-read from the storage
+            if "mlflow_study_run" in attrs or time.monotonic() >= deadline:
+                return attrs.get("mlflow_study_run") or None
+            time.sleep(0.5)
 
     def share_run_id(self, run_id: str | None) -> None:
-        if run_id and self.shared_run_id() is None:
-            self.study.set_user_attr("mlflow_study_run", run_id)
+        if "mlflow_study_run" not in self.study.user_attrs:  # "": the study is not tracked
+            self.study.set_user_attr("mlflow_study_run", run_id or "")
 
     def _retried(self, trials: list[optuna.trial.FrozenTrial]) -> set[int]:
         numbers = (optuna.storages.RetryHeartbeatStaleTrialCallback.retried_trial_number(t) for t in trials)

@@ -1,0 +1,120 @@
+"""Random/grid searches beyond one process: a real Dask cluster, and resuming from the fold ledger."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from conftest import local_store, tiny_study, write_study
+from mlflow import MlflowClient
+
+from hpsearch import load_best
+from hpsearch.cli import main
+
+pytestmark = pytest.mark.slow
+
+# A user's own factory that notes every model it builds (one build per fit), so a test can count fits.
+COUNTING_FACTORY = '''
+import json, os
+from hpsearch.models.mlp import build_mlp
+
+def build(meta, n_neurons=8, learning_rate=1e-3, optimizer="adam"):
+    with open(os.environ["FIT_LOG"], "a") as log:
+        log.write(json.dumps({"n_neurons": n_neurons, "learning_rate": learning_rate}) + "\\n")
+    return build_mlp(meta, n_neurons=n_neurons, learning_rate=learning_rate, optimizer=optimizer)
+'''
+
+
+def trial_runs(experiment: str) -> list:
+    client = MlflowClient(local_store())
+    runs = client.search_runs([client.get_experiment_by_name(experiment).experiment_id])
+    return [r for r in runs if r.data.tags.get("hpsearch.role") == "trial"]
+
+
+def test_dask_cluster_runs_the_folds_and_every_trial_is_tracked(workdir):
+    distributed = pytest.importorskip("distributed")
+    study = tiny_study(name="dasked", search__n_trials=3, training__epochs=2)
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
+        study["execution"] = {"backend": "dask", "address": cluster.scheduler_address}
+        assert main(["run", str(write_study(workdir, study))]) == 0
+
+    trials = trial_runs("dasked")
+    assert sorted(int(r.data.tags["hpsearch.trial"]) for r in trials) == [0, 1, 2]
+    client = MlflowClient(local_store())
+    for run in trials:
+        assert run.info.status == "FINISHED" and run.data.tags["hpsearch.state"] == "finished"
+        for fold in (0, 1):  # each fold's curve came back from a Dask worker, one point per epoch
+            history = client.get_metric_history(run.info.run_id, f"fold{fold}/loss")
+            assert [m.step for m in history] == [0, 1]
+        assert {"score", "fold0/score", "fold1/score"} <= set(run.data.metrics)
+        assert "model" in {a.path for a in client.list_artifacts(run.info.run_id)}
+    model = load_best("dasked", tracking_uri=local_store())
+    assert model.predict(np.zeros((2, 30))).shape == (2,)
+
+
+def test_dask_scheduler_unreachable_is_a_clear_error_before_training(workdir, capsys):
+    study = tiny_study(name="nodask", execution={"backend": "dask", "address": "tcp://127.0.0.1:9"})
+    assert main(["run", str(write_study(workdir, study))]) == 2
+    err = capsys.readouterr().err
+    assert "tcp://127.0.0.1:9" in err and "Traceback" not in err
+    assert not (workdir / "mlflow.db").exists()
+
+
+def test_killed_random_search_rerun_does_not_refit_finished_folds(workdir):
+    (workdir / "counting.py").write_text(COUNTING_FACTORY, encoding="utf-8")
+    fits = workdir / "fits.jsonl"
+    study = tiny_study(name="resumed", search__n_trials=4, search__cv=2, training__epochs=3,
+                       model={"factory": "counting:build", "params": {"optimizer": "adam"}})
+    path = write_study(workdir, study)
+    env = {**os.environ, "FIT_LOG": str(fits), "HPSEARCH_OFFLINE": "1", "PYTHONPATH": str(workdir)}
+    command = [sys.executable, "-m", "hpsearch", "run", str(path)]
+
+    first = subprocess.Popen(command, cwd=workdir, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 240
+    recorded = 0
+    while recorded < 3 and time.monotonic() < deadline and first.poll() is None:  # 3 of 8 folds finished
+        time.sleep(0.2)
+        if (workdir / "optuna.db").exists():
+            with sqlite3.connect(workdir / "optuna.db") as db:
+                try:
+                    recorded = db.execute("select count(*) from hpsearch_folds").fetchone()[0]
+                except sqlite3.OperationalError:
+                    recorded = 0
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+    assert recorded >= 3, "the first run did not get half way"
+    with sqlite3.connect(workdir / "optuna.db") as db:
+        finished = {tuple(r) for r in db.execute("select number, fold from hpsearch_folds")}
+    fitted_before = len(fits.read_text().splitlines())
+
+    second = subprocess.run(command, cwd=workdir, env=env, capture_output=True, text=True, timeout=600)
+    assert second.returncode == 0, second.stdout + second.stderr
+
+    fitted_after = len(fits.read_text().splitlines()) - fitted_before
+    # 8 (candidate, fold) pairs in all; the re-run fits only those not finished, plus the best's refit.
+    assert fitted_after == 8 - len(finished) + 1
+    trials = trial_runs("resumed")
+    assert all(r.info.status != "RUNNING" for r in trials)
+    finished_runs = [r for r in trials if r.info.status == "FINISHED"]
+    assert sorted(int(r.data.tags["hpsearch.trial"]) for r in finished_runs) == [0, 1, 2, 3]
+    studies = MlflowClient(local_store()).search_runs(
+        [trials[0].info.experiment_id], "tags.`hpsearch.role` = 'study'")
+    assert len(studies) == 1 and studies[0].info.status == "FINISHED"  # the one study run, resumed
+    params = [json.loads(line) for line in fits.read_text().splitlines()]
+    assert len({(p["n_neurons"], p["learning_rate"]) for p in params}) == 4  # the same 4 candidates both times
+
+
+def test_same_study_name_with_other_settings_is_refused(workdir, capsys):
+    path = write_study(workdir, tiny_study(name="twice", search__n_trials=1, training__epochs=1))
+    assert main(["run", str(path)]) == 0
+    capsys.readouterr()
+    assert main(["run", str(path), "--set", "training.epochs=2"]) == 2
+    err = capsys.readouterr().err
+    assert "epochs" in err and "--set name=twice-2" in err and "Traceback" not in err
