@@ -35,6 +35,13 @@ def build_parser() -> argparse.ArgumentParser:
     run = commands.add_parser("run", help="run a study: search, refit the best, test it, record all")
     _add_study_arguments(run)
     run.add_argument("--workers", type=int, default=1, help="worker processes sharing an Optuna study (default 1)")
+    run.add_argument("--offline", action="store_true",
+                     help="record in ./mlflow-offline.db without contacting the tracking server; `sync` copies it later")
+    sync = commands.add_parser("sync", help="copy a study recorded with run --offline to the tracking server")
+    _add_study_arguments(sync)
+    sync.add_argument("--from", dest="source", default=None, help="default: sqlite:///mlflow-offline.db (this folder)")
+    sync.add_argument("--to", dest="target", default=None,
+                      help="default: the study's tracking.uri, else $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db")
     worker = commands.add_parser("worker", help="join a study's shared Optuna storage and run some of its trials")
     _add_study_arguments(worker)
     worker.add_argument("--threads", type=int, default=None, help="TensorFlow threads of this worker (default: all)")
@@ -112,6 +119,9 @@ def _print_summary(result: StudyResult) -> None:
         console.print(f"  failed x{count}: {reason}", highlight=False)
     if result.test_score is not None and math.isfinite(result.test_score):
         console.print(f"test score of the refit best model: {result.test_score:.5g}")
+    if result.study_run_id is None:
+        console.print("not tracked (tracking.enabled: false)")
+        return
     uri = mask_credentials(result.tracking_uri or "")
     console.print(f"MLflow: experiment {result.experiment_id}, study run {result.study_run_id} at {uri}", soft_wrap=True)
     if result.best_estimator is not None:
@@ -152,6 +162,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     from hpsearch.runner import open_shared_study, plan_study, run_study
 
     study, text = _load(args)
+    configured = study.tracking.resolved_uri()
+    if args.offline:  # an override, so that --workers' processes record offline too
+        from hpsearch.sync import offline_uri
+
+        args.overrides.append(f"tracking.uri={offline_uri()}")
+        study, text = _load(args)
     plan = plan_study(study)
     _print_advice(study)
     if args.workers > 1:
@@ -165,6 +181,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     with RichObserver(console) as observer:
         result = run_study(study, text, observer, plan=plan)
     _print_summary(result)
+    if args.offline:
+        console.print(f"recorded offline, nothing sent to {mask_credentials(configured)}; copy the study there with: "
+                      f"hpsearch sync {shlex.quote(str(args.study))}", soft_wrap=True, highlight=False)
     if result.best is None:
         err_console.print(f"every trial of {study.name!r} failed ({len(result.trials)} trials); see the reasons above")
         return 1
@@ -225,6 +244,18 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_sync(args: argparse.Namespace) -> int:
+    from hpsearch.sync import offline_uri, sync_experiment
+
+    study = load_study(args.study, args.overrides)
+    target = args.target or study.tracking.resolved_uri()
+    report = sync_experiment(study.experiment_name, args.source or offline_uri(), target)
+    console.print(f"synced experiment {study.experiment_name!r} to {mask_credentials(target)} "
+                  f"(experiment {report.experiment_id}): {report.copied} run(s) copied, {report.skipped} already there, "
+                  f"{report.versions} model version(s) registered", soft_wrap=True, highlight=False)
+    return 0
+
+
 def cmd_ui(args: argparse.Namespace) -> int:
     command = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", args.backend_store_uri,
                "--host", args.host, "--port", str(args.port)]
@@ -234,7 +265,7 @@ def cmd_ui(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"run": cmd_run, "worker": cmd_worker, "check": cmd_check, "lr-find": cmd_lr_find, "best": cmd_best, "report": cmd_report,
-            "ui": cmd_ui}
+            "sync": cmd_sync, "ui": cmd_ui}
 
 
 def main(argv: list[str] | None = None) -> int:

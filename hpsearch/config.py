@@ -217,6 +217,7 @@ class SearchConfig(_Strict):
 class TrackingConfig(_Strict):
     """Where MLflow records the study (embedded SQLite + local artifacts by default)."""
 
+    enabled: bool = True
     uri: str | None = None
     experiment: str | None = None
     log_models: bool = True

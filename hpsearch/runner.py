@@ -27,7 +27,7 @@ from hpsearch.models.estimator import check_params, resolve_factory
 from hpsearch.results import NoObserver, StudyResult, TrialObserver
 from hpsearch.space import SearchSpace, conditioned_on_optimizer
 from hpsearch.strategies import Strategy, make_strategy
-from hpsearch.tracking_base import Tracker
+from hpsearch.tracking_base import NullTracker, Tracker
 
 
 def run_search(name: str, strategy: Strategy, evaluator: Evaluator, tracker: Tracker, study_params: dict[str, Any],
@@ -47,7 +47,10 @@ def run_search(name: str, strategy: Strategy, evaluator: Evaluator, tracker: Tra
     strategy.share_run_id(study_run)
     tracker.close_killed_trials(strategy.killed_trials())
     try:
-        trials = strategy.study_results(strategy.run_search(evaluator))
+        trials = strategy.run_search(evaluator)
+        if refit is not None:
+            trials += strategy.wait_for_others(evaluator)
+        trials = strategy.study_results(trials)
         result = StudyResult(name, trials, evaluator.scoring, study_run_id=study_run,
                              experiment_id=tracker.experiment_id, tracking_uri=tracker.tracking_uri)
         if result.best is not None and refit is not None:
@@ -60,6 +63,7 @@ def run_search(name: str, strategy: Strategy, evaluator: Evaluator, tracker: Tra
                       status="KILLED" if interrupted else "FAILED")
         raise
     if refit is None and strategy.busy():
+        tracker.wait()
         return result  # other workers are still at it; the last one out closes the study run
     extra = {"tracking_uri": mask_credentials(tracker.tracking_uri or "")}
     tracker.end_study(result, extra, status="FINISHED" if result.best is not None else "FAILED")
@@ -96,10 +100,12 @@ class Plan:
         return self.study.search.scoring or DEFAULT_SCORING[self.data.task]
 
     def tracker(self) -> Tracker:
-        """The study's MLflow tracker (nothing is written until it is used)."""
+        """The study's MLflow tracker (nothing is written until it is used); none if tracking is off."""
+        tracking = self.study.tracking
+        if not tracking.enabled:
+            return NullTracker()
         from hpsearch.tracking import MlflowTracker
 
-        tracking = self.study.tracking
         return MlflowTracker(tracking.resolved_uri(), self.study.experiment_name, tracking.log_models)
 
 
@@ -200,7 +206,7 @@ def run_study(study: StudyConfig, study_text: str, observer: TrialObserver | Non
         result = run_search(study.name, plan.strategy, evaluator, tracker, {**_study_params(plan, scoring), **auto},
                             study_text, None if worker else refit, test=(data.X_test, data.y_test),
                             observer=observer)
-    if not worker:
+    if not worker and result.study_run_id:
         _log_report(tracker, result.study_run_id)
     return result
 

@@ -1,4 +1,4 @@
-"""MLflow tracking (the only module that imports mlflow).
+"""MLflow tracking (with :mod:`hpsearch.sync`, the only modules that import mlflow).
 
 Layout of one study (the contract users and tests rely on):
 - an experiment per study (``tracking.experiment`` or the study name);
@@ -11,6 +11,8 @@ Layout of one study (the contract users and tests rely on):
   ``hpsearch.state`` (finished / pruned / failed) and ``hpsearch.reason``, and the trained model
   (the first fold's) under ``model/``.
 Metrics go out in batches (``log_batch``), at most one call every couple of seconds per trial.
+A server that fails is retried with backoff (``$HPSEARCH_TRACKING_RETRY_SECONDS`` per operation); what it
+missed is kept and sent when it answers again.
 """
 
 from __future__ import annotations
@@ -19,8 +21,12 @@ import json
 import logging
 import math
 import os
+import re
 import tempfile
 import time
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from functools import cache
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -33,12 +39,25 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 
 from hpsearch.config import tracking_uri as resolve_uri
-from hpsearch.errors import TrackingError, mask_credentials, mask_credentials_in_text
+from hpsearch.errors import ConfigError, TrackingError, mask_credentials, mask_credentials_in_text
 from hpsearch.results import StudyResult, TrialResult
 
 PACKAGES = ("hpsearch", "tensorflow", "keras", "scikeras", "scikit-learn", "optuna", "mlflow", "numpy", "scipy")
 _FLUSH_SECONDS = 2.0
+_MAX_FLUSH_BACKOFF = 60.0  # a failed curve upload is tried again after 4, 8, ... at most 60 s
+_MAX_DELAY = 15.0  # between two tries of a failed tracking call
+_TRANSIENT_CODES = {"INTERNAL_ERROR", "TEMPORARILY_UNAVAILABLE", "REQUEST_LIMIT_EXCEEDED"}
+RETRY_SECONDS_VAR = "HPSEARCH_TRACKING_RETRY_SECONDS"
+DEFAULT_RETRY_SECONDS = 120.0
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+# MLflow prints a "View run" link (after an extra request) every time a run on a server ends: one per trial.
+os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
+# MLflow's own HTTP retries (7 tries over ~4 minutes by default) would make every call to a server that is gone
+# block for minutes; hpsearch retries around them within its own budget. Values set by the user win.
+for _var, _value in (("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2"), ("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1"),
+                     ("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")):
+    os.environ.setdefault(_var, _value)
+_log = logging.getLogger(__name__)
 # MLflow's chatter (schema migrations, the pickle-format caution we chose knowingly) is not the user's concern.
 for _name, _level in (("mlflow", logging.WARNING), ("mlflow.sklearn", logging.ERROR), ("alembic", logging.WARNING)):
     logging.getLogger(_name).setLevel(_level)
@@ -57,6 +76,7 @@ def package_versions() -> dict[str, str]:
     return versions
 
 
+@cache
 def _pip_requirements() -> list[str]:
     versions = package_versions()
     return [f"{name}=={versions[name]}" for name in ("tensorflow", "keras", "scikeras", "scikit-learn") if name in versions]
@@ -102,56 +122,191 @@ def load_best(name: str, tracking_uri: str | None = None) -> Any:
     return mlflow.sklearn.load_model(f"runs:/{run.info.run_id}/model")
 
 
-class _Run:
-    """One MLflow run with a metric buffer flushed in batches."""
+class TrackingUnavailable(Exception):
+    """The tracking server kept failing for the whole retry budget (hpsearch goes on without it)."""
 
-    def __init__(self, client: MlflowClient, run_id: str) -> None:
-        self.client, self.run_id = client, run_id
+
+def _transient(exc: Exception) -> bool:
+    """A failure worth retrying: the server is down, restarting, overloaded or slow."""
+    if isinstance(exc, MlflowException):
+        return exc.error_code in _TRANSIENT_CODES
+    import requests
+
+    return isinstance(exc, (requests.RequestException, ConnectionError, TimeoutError))
+
+
+class _Retry:
+    """Retries transient tracking failures with exponential backoff, for at most ``seconds`` per operation.
+
+    After one operation gave up, the next ones try once each (no waiting) until one succeeds: a server
+    that is gone costs the study one retry budget, not one per call.
+    """
+
+    def __init__(self, uri: str, seconds: float) -> None:
+        self.uri, self.seconds = mask_credentials(uri), seconds
+        self.healthy, self._down_since = True, None
+
+    def __call__(self, what: str, operation: Callable[[], Any], wait: bool = True) -> Any:
+        deadline = time.monotonic() + (self.seconds if wait and self.healthy else 0.0)
+        delay = 1.0
+        while True:
+            try:
+                value = operation()
+            except Exception as exc:
+                if not _transient(exc):
+                    raise
+                if self._down_since is None:
+                    self._down_since = time.monotonic()
+                    _log.warning("hpsearch: MLflow at %s does not answer (%s); retrying for up to %g s",
+                                 self.uri, _short(exc), self.seconds)
+                if time.monotonic() + delay > deadline:
+                    self.healthy = False
+                    raise TrackingUnavailable(f"{what}: {_short(exc)}") from None
+                time.sleep(delay)
+                delay = min(2 * delay, _MAX_DELAY)
+                continue
+            if self._down_since is not None:
+                _log.warning("hpsearch: MLflow at %s answers again (after %.0f s)", self.uri,
+                             time.monotonic() - self._down_since)
+            self.healthy, self._down_since = True, None
+            return value
+
+
+def _short(exc: Exception) -> str:
+    """``NewConnectionError on /api/2.0/mlflow/runs/log-batch`` rather than urllib3's paragraph."""
+    text = exc.message if isinstance(exc, MlflowException) else str(exc)
+    cause, endpoint = re.search(r"Caused by (\w+)", text), re.search(r"(/api/[\w./-]+)", text)
+    if cause:
+        return f"{cause.group(1)} on {endpoint.group(1)}" if endpoint else cause.group(1)
+    return mask_credentials_in_text(text.splitlines()[0] if text else type(exc).__name__)[:300]
+
+
+class _Run:
+    """One MLflow run: params, tags and metrics are buffered and sent in batches; a failed send keeps them.
+
+    ``run_id`` is None until the run exists on the server (``create`` makes it on the first send).
+    """
+
+    def __init__(self, client: MlflowClient, run_id: str | None, retry: _Retry, name: str = "run",
+                 create: Callable[[], str] | None = None) -> None:
+        self.client, self.run_id, self.name = client, run_id, name
+        self._retry, self._create = retry, create
+        self._params: list[Param] = []
+        self._tags: dict[str, str] = {}
         self._metrics: list[Metric] = []
-        self._last_flush = time.monotonic()
+        self._staged: tempfile.TemporaryDirectory | None = None
+        self._status: str | None = None
+        self._backoff = _FLUSH_SECONDS
+        self._next_flush = time.monotonic() + _FLUSH_SECONDS
+
+    @property
+    def pending(self) -> bool:
+        """Something is still to be sent (the server was unreachable)."""
+        return bool(self.run_id is None or self._params or self._tags or self._metrics
+                    or self._staged is not None or self._status)
 
     def log_metrics(self, metrics: dict[str, float], step: int = 0) -> None:
+        """Buffer values; during training a send is tried once, and on failure again later, backing off."""
         now = int(time.time() * 1000)
         self._metrics.extend(Metric(k, float(v), now, step) for k, v in metrics.items())
-        if time.monotonic() - self._last_flush > _FLUSH_SECONDS or len(self._metrics) >= _MAX_BATCH:
-            self.flush()
+        full = len(self._metrics) >= _MAX_BATCH and self._backoff == _FLUSH_SECONDS
+        if time.monotonic() >= self._next_flush or full:
+            try:
+                self._retry(f"the curves of {self.name}", self._send, wait=False)
+                self._backoff = _FLUSH_SECONDS
+            except TrackingUnavailable:
+                self._backoff = min(2 * self._backoff, _MAX_FLUSH_BACKOFF)
+            self._next_flush = time.monotonic() + self._backoff
 
     def log_params(self, params: dict[str, Any]) -> None:
-        items = [Param(k, _param_value(v)) for k, v in params.items()]
-        for start in range(0, len(items), 100):
-            self.client.log_batch(self.run_id, params=items[start:start + 100])
+        self._params.extend(Param(k, _param_value(v)) for k, v in params.items())
+        self.flush()
 
     def set_tags(self, tags: dict[str, Any]) -> None:
-        self.client.log_batch(self.run_id, tags=[RunTag(k, str(v)[:5000]) for k, v in tags.items()])
+        """Buffer tags: they go with the next send (never raises)."""
+        self._tags.update({k: str(v)[:5000] for k, v in tags.items()})
 
-    def flush(self) -> None:
+    def flush(self, wait: bool = True) -> None:
+        """Send everything buffered (retried with backoff)."""
+        self._retry(f"the record of {self.name}", self._send, wait=wait)
+
+    def _send(self) -> None:
+        if self.run_id is None:
+            self.run_id = self._create()
+        while self._params:
+            self.client.log_batch(self.run_id, params=self._params[:100])
+            del self._params[:100]
+        if self._tags:
+            tags = dict(self._tags)
+            self.client.log_batch(self.run_id, tags=[RunTag(k, v) for k, v in tags.items()])
+            for key, value in tags.items():
+                if self._tags.get(key) == value:
+                    del self._tags[key]
         while self._metrics:
-            batch, self._metrics = self._metrics[:_MAX_BATCH], self._metrics[_MAX_BATCH:]
-            self.client.log_batch(self.run_id, metrics=batch)
-        self._last_flush = time.monotonic()
+            self.client.log_batch(self.run_id, metrics=self._metrics[:_MAX_BATCH])
+            del self._metrics[:_MAX_BATCH]
 
-    def log_model(self, estimator: Any, path: str = "model") -> None:
-        """Save a fitted scikit-learn estimator as an MLflow model under ``path``."""
-        with tempfile.TemporaryDirectory() as tmp:
-            target = Path(tmp) / path
-            mlflow.sklearn.save_model(estimator, str(target), serialization_format="cloudpickle",
-                                      pip_requirements=_pip_requirements())
-            self.client.log_artifacts(self.run_id, str(target), path)
+    def stage_model(self, estimator: Any) -> None:
+        """Save a fitted estimator as an MLflow model in a local folder now; :meth:`finish` uploads it."""
+        self._staged = tempfile.TemporaryDirectory(prefix="hpsearch-model-")
+        _save_model(estimator, Path(self._staged.name) / "model")
 
-    def end(self, status: str) -> None:
-        self.flush()
-        self.client.set_terminated(self.run_id, status=status)
+    def finish(self, model: Any = None, status: str | None = None, wait: bool = True) -> None:
+        """Send what is pending, then the model (``model/``) and the final status; a step done is not redone."""
+        if model is not None:
+            self.stage_model(model)
+        self._status = status or self._status
+        self.flush(wait)
+        if self._staged is not None:
+            target = Path(self._staged.name) / "model"
+            self._retry(f"the model of {self.name}",
+                        lambda: self.client.log_artifacts(self.run_id, str(target), "model"), wait=wait)
+            self._staged.cleanup()
+            self._staged = None
+        if self._status:
+            self._retry(f"closing {self.name}",
+                        lambda: self.client.set_terminated(self.run_id, status=self._status), wait=wait)
+            self._status = None
+
+
+def retry_budget() -> float:
+    """The retry budget of one tracking operation: ``$HPSEARCH_TRACKING_RETRY_SECONDS``, else 120 s."""
+    text = os.environ.get(RETRY_SECONDS_VAR, "").strip()
+    if not text:
+        return DEFAULT_RETRY_SECONDS
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value < math.inf:
+        raise ConfigError(f"{RETRY_SECONDS_VAR}={text!r}: expected a number of seconds >= 0")
+    return value
+
+
+def _save_model(estimator: Any, target: Path) -> None:
+    mlflow.sklearn.save_model(estimator, str(target), serialization_format="cloudpickle",
+                              pip_requirements=_pip_requirements())
 
 
 class MlflowTracker:
-    """Records a study in MLflow: one study run, one child run per trial."""
+    """Records a study in MLflow: one study run, one child run per trial.
 
-    def __init__(self, tracking_uri: str, experiment: str, log_models: bool = True) -> None:
+    Transient server failures are retried with backoff (``retry_seconds`` per operation); what still
+    fails is kept and sent later in the study, and what never reached the server is reported at the end.
+    """
+
+    def __init__(self, tracking_uri: str, experiment: str, log_models: bool = True,
+                 retry_seconds: float | None = None) -> None:
         self.tracking_uri, self.experiment_name, self.log_models = tracking_uri, experiment, log_models
         self._client: MlflowClient | None = None
         self.experiment_id: str | None = None
         self.study: _Run | None = None
         self._open_trial: _Run | None = None
+        self._retry = _Retry(tracking_uri, retry_budget() if retry_seconds is None else retry_seconds)
+        self._unsent: list[_Run] = []
+        self._tried: set[int] = set()
+        self._uploads: ThreadPoolExecutor | None = None
+        self._uploading: list[Future] = []
 
     @property
     def client(self) -> MlflowClient:
@@ -172,11 +327,13 @@ class MlflowTracker:
         except requests.RequestException as exc:
             raise TrackingError(
                 f"the MLflow tracking server at {mask_credentials(self.tracking_uri)} does not answer "
-                f"({type(exc).__name__}); start it, or unset tracking.uri / MLFLOW_TRACKING_URI to record "
+                f"({type(exc).__name__}); start it, record offline with `hpsearch run --offline` and copy the "
+                "study later with `hpsearch sync`, or unset tracking.uri / MLFLOW_TRACKING_URI to record "
                 "locally in ./mlflow.db"
             ) from None
 
-    def _experiment(self) -> str:
+    def ensure_experiment(self) -> str:
+        """The id of the experiment (created, or restored when deleted)."""
         found = self.client.get_experiment_by_name(self.experiment_name)
         if found is not None:
             if found.lifecycle_stage == "deleted":
@@ -187,36 +344,61 @@ class MlflowTracker:
             location = (Path.cwd() / "mlartifacts").as_uri()
         return self.client.create_experiment(self.experiment_name, artifact_location=location)
 
+    def _unavailable(self, exc: Exception) -> TrackingError:
+        detail = exc.message if isinstance(exc, MlflowException) else str(exc)
+        return TrackingError(f"cannot use MLflow at {mask_credentials(self.tracking_uri)}: {detail}")
+
     def start_study(self, name: str, params: dict[str, Any], study_text: str, resume: bool,
                     run_id: str | None = None) -> str:
         """Create (or, when ``resume``, reopen ``run_id`` or the newest) study run; returns its run id."""
         try:
-            self.experiment_id = self._experiment()
-        except MlflowException as exc:
-            raise TrackingError(f"cannot use MLflow at {mask_credentials(self.tracking_uri)}: {exc.message}") from None
-        previous = self.client.search_runs(
+            return self._start_study(name, params, study_text, resume, run_id)
+        except (MlflowException, TrackingUnavailable) as exc:
+            raise self._unavailable(exc) from None
+
+    def _start_study(self, name: str, params: dict[str, Any], study_text: str, resume: bool,
+                     run_id: str | None) -> str:
+        self.experiment_id = self._retry("the experiment", self.ensure_experiment)
+        previous = self._retry("finding the study run", lambda: self.client.search_runs(
             [self.experiment_id], f"tags.`hpsearch.study` = '{name}' and tags.`hpsearch.role` = 'study'",
-            order_by=["attributes.start_time DESC"], max_results=1) if resume and not run_id else []
+            order_by=["attributes.start_time DESC"], max_results=1)) if resume and not run_id else []
         if resume and (run_id or previous):
-            self.study = _Run(self.client, run_id or previous[0].info.run_id)
-            self.client.update_run(self.study.run_id, status="RUNNING")
+            self.study = _Run(self.client, run_id or previous[0].info.run_id, self._retry, "the study run")
+            self._retry("reopening the study run", lambda: self.client.update_run(self.study.run_id, status="RUNNING"))
             return self.study.run_id
-        run = self.client.create_run(self.experiment_id, run_name=name,
-                                     tags={"hpsearch.study": name, "hpsearch.role": "study"})
-        self.study = _Run(self.client, run.info.run_id)
+        self.study = _Run(self.client, None, self._retry, "the study run", create=lambda: self.client.create_run(
+            self.experiment_id, run_name=name, tags={"hpsearch.study": name, "hpsearch.role": "study"}).info.run_id)
         self.study.log_params(params)
         self.study.set_tags({f"version.{k}": v for k, v in package_versions().items()})
-        self.client.log_text(self.study.run_id, mask_credentials_in_text(study_text), "study.yaml")
+        self.study.flush()
+        self._retry("the study file", lambda: self.client.log_text(
+            self.study.run_id, mask_credentials_in_text(study_text), "study.yaml"))
         return self.study.run_id
 
-    def start_trial(self, number: int, params: dict[str, Any]) -> _Run:
-        """Open the child run of one trial and record its sampled params."""
+    def _create_trial(self, number: int) -> str:
+        study = self.study.run_id
+        if number in self._tried:  # an earlier try may have reached the server before failing: reuse its run
+            found = self.client.search_runs(
+                [self.experiment_id], f"tags.`mlflow.parentRunId` = '{study}' and tags.`hpsearch.trial` = '{number}' "
+                "and attributes.status = 'RUNNING'", max_results=1)
+            if found:
+                self._tried.discard(number)
+                return found[0].info.run_id
+        self._tried.add(number)
         run = self.client.create_run(self.experiment_id, run_name=f"trial-{number:03d}", tags={
-            "mlflow.parentRunId": self.study.run_id, "hpsearch.role": "trial",
+            "mlflow.parentRunId": study, "hpsearch.role": "trial",
             "hpsearch.trial": str(number), "hpsearch.state": "running"})
-        trial = self._open_trial = _Run(self.client, run.info.run_id)
-        if params:
+        self._tried.discard(number)
+        return run.info.run_id
+
+    def start_trial(self, number: int, params: dict[str, Any]) -> _Run:
+        """Open the child run of one trial and record its sampled params (kept for later if MLflow is down)."""
+        trial = self._open_trial = _Run(self.client, None, self._retry, f"trial {number}",
+                                        create=lambda: self._create_trial(number))
+        try:
             trial.log_params(params)
+        except TrackingUnavailable:
+            pass  # buffered: sent with the trial's curves or at its end
         return trial
 
     def end_trial(self, run: _Run, result: TrialResult, model: Any = None) -> None:
@@ -233,13 +415,45 @@ class MlflowTracker:
         if result.reason:
             tags["hpsearch.reason"] = result.reason
         run.set_tags(tags)
-        if model is not None and self.log_models:
-            run.log_model(model)
-        run.end(STATUS[result.state])
+        if model is not None and self.log_models and result.state == "finished":
+            run.stage_model(model)  # here: serialising touches Keras, which the next trial is about to use
+        if self._uploads is None:
+            self._uploads = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hpsearch-mlflow")
+        self._uploading.append(self._uploads.submit(self._finish_trial, run, STATUS[result.state]))
         self._open_trial = None
 
+    def _finish_trial(self, run: _Run, status: str) -> None:
+        """Upload a trial's model and close its run, behind the next trial's training (one thread, in order)."""
+        self._send_unsent(wait=False)
+        try:
+            run.finish(status=status)
+        except TrackingUnavailable as exc:
+            self._unsent.append(run)
+            _log.warning("hpsearch: %s is not completely in MLflow yet (%s); hpsearch tries again during the study",
+                         run.name, exc)
+
+    def wait(self) -> None:
+        """Wait until every ended trial is uploaded (or kept for a later try)."""
+        while self._uploading:
+            self._uploading.pop(0).result()
+
+    def _send_unsent(self, wait: bool) -> None:
+        """Finish the trial records the server missed, oldest first; stop at the first that still fails."""
+        while self._unsent:
+            try:
+                self._unsent[0].finish(wait=wait)
+            except TrackingUnavailable:
+                return
+            self._unsent.pop(0)
+
     def end_study(self, result: StudyResult, extra: dict[str, Any], status: str = "FINISHED") -> None:
-        """Best params/score, test score and the refit best model on the study run; closes it."""
+        """Best params/score, test score and the refit best model on the study run; closes it.
+
+        When the server stays gone, what it missed is listed in a warning and the refit best model
+        is saved under ``./hpsearch-unsent/`` so the study's outcome is not lost.
+        """
+        self.wait()
+        self._send_unsent(wait=True)
         best = result.best
         study = self.study
         counts = {"trials": len(result.trials)}
@@ -254,10 +468,26 @@ class MlflowTracker:
             study.log_metrics({"test_score": result.test_score})
         if extra:
             study.set_tags({f"hpsearch.{k}": v for k, v in extra.items()})
-        if result.best_estimator is not None:
-            study.log_model(result.best_estimator)
-            self._register(registry_name(result.name), study.run_id)
-        study.end(status)
+        try:
+            if result.best_estimator is not None:
+                study.finish(result.best_estimator)
+                self._retry("registering the best model", lambda: self._register(registry_name(result.name),
+                                                                                  study.run_id))
+            study.finish(status=status)
+        except TrackingUnavailable:
+            self._report_unsent(result)
+
+    def _report_unsent(self, result: StudyResult) -> None:
+        """Say what never reached the server; keep the refit best model here."""
+        self._send_unsent(wait=False)
+        missed = [run.name for run in self._unsent] + ["the study run's results"]
+        saved = ""
+        if result.best_estimator is not None and self.study.pending:
+            folder = Path.cwd() / "hpsearch-unsent" / f"{result.name}-{time.strftime('%Y%m%d-%H%M%S')}" / "model"
+            _save_model(result.best_estimator, folder)
+            saved = f"; the refit best model is saved in {folder}"
+        _log.warning("hpsearch: MLflow at %s stopped answering; not recorded there: %s. The scores printed below "
+                     "are complete%s", mask_credentials(self.tracking_uri), ", ".join(missed), saved)
 
     def _register(self, name: str, run_id: str) -> None:
         """A new version of ``name`` from the study run's model, with the alias ``champion``."""
@@ -273,20 +503,35 @@ class MlflowTracker:
         """Trial runs left RUNNING by a killed worker end as KILLED, with the reason."""
         if not numbers:
             return
-        for run in self.client.search_runs(
-                [self.experiment_id], f"tags.`mlflow.parentRunId` = '{self.study.run_id}' and "
-                "attributes.status = 'RUNNING'"):
+        try:
+            self._close_killed_trials(numbers)
+        except TrackingUnavailable as exc:
+            raise self._unavailable(exc) from None
+
+    def _close_killed_trials(self, numbers: list[int]) -> None:
+        runs = self._retry("finding killed trials", lambda: self.client.search_runs(
+            [self.experiment_id], f"tags.`mlflow.parentRunId` = '{self.study.run_id}' and "
+            "attributes.status = 'RUNNING'"))
+        for run in runs:
             if int(run.data.tags.get("hpsearch.trial", -1)) in numbers:
-                _Run(self.client, run.info.run_id).set_tags(
-                    {"hpsearch.state": "failed", "hpsearch.reason": "killed: its worker stopped sending heartbeats"})
-                self.client.set_terminated(run.info.run_id, status="KILLED")
+                killed = _Run(self.client, run.info.run_id, self._retry, run.info.run_name)
+                killed.set_tags({"hpsearch.state": "failed",
+                                 "hpsearch.reason": "killed: its worker stopped sending heartbeats"})
+                killed.finish(status="KILLED")
 
     def log_range_test(self, study_name: str, test: Any, plot_path: Path) -> str:
         """One run (tag ``hpsearch.role=lr-find``): the loss and LR per step, the findings, the plot."""
-        experiment_id = self._experiment()
+        try:
+            return self._log_range_test(study_name, test, plot_path)
+        except TrackingUnavailable as exc:
+            raise self._unavailable(exc) from None
+
+    def _log_range_test(self, study_name: str, test: Any, plot_path: Path) -> str:
+        experiment_id = self._retry("the experiment", self.ensure_experiment)
         suffix = f"-{test.optimizer}" if test.optimizer else ""
-        run = _Run(self.client, self.client.create_run(experiment_id, run_name=f"lr-find{suffix}", tags={
-            "hpsearch.role": "lr-find", "hpsearch.study": study_name}).info.run_id)
+        run = _Run(self.client, None, self._retry, f"lr-find{suffix}", create=lambda: self.client.create_run(
+            experiment_id, run_name=f"lr-find{suffix}",
+            tags={"hpsearch.role": "lr-find", "hpsearch.study": study_name}).info.run_id)
         run.log_params({"optimizer": test.optimizer, "start_lr": float(test.lrs[0]) if len(test.lrs) else None,
                         "iterations": len(test.lrs)})
         for step, (lr, loss) in enumerate(zip(test.lrs, test.losses)):
@@ -298,13 +543,18 @@ class MlflowTracker:
         run.log_metrics({k: v for k, v in findings.items() if v is not None})
         if test.problems:
             run.set_tags({"hpsearch.problems": " | ".join(test.problems)})
-        self.client.log_artifact(run.run_id, str(plot_path))
-        run.end("FINISHED")
+        run.flush()
+        self._retry("the range-test plot", lambda: self.client.log_artifact(run.run_id, str(plot_path)))
+        run.finish(status="FINISHED")
         return run.run_id
 
     def abort(self, reason: str, status: str = "KILLED") -> None:
         """Close the open trial run and the study run (KILLED or FAILED) so nothing is left RUNNING."""
+        self.wait()
         for run in (self._open_trial, self.study):
             if run is not None:
                 run.set_tags({"hpsearch.state": "failed", "hpsearch.reason": reason})
-                run.end(status)
+                try:
+                    run.finish(status=status, wait=False)
+                except TrackingUnavailable:
+                    _log.warning("hpsearch: %s could not be closed in MLflow (the server does not answer)", run.name)

@@ -8,11 +8,12 @@ from hpsearch.results import StudyResult, TrialResult
 
 
 class TrialRun(Protocol):
-    """An open trial record: curves go in as they come."""
+    """An open trial record: curves and tags go in as they come; neither raises when the server is down."""
 
     run_id: str | None
 
     def log_metrics(self, metrics: dict[str, float], step: int = 0) -> None: ...
+    def set_tags(self, tags: dict[str, Any]) -> None: ...
 
 
 class Tracker(Protocol):
@@ -27,6 +28,7 @@ class Tracker(Protocol):
     def close_killed_trials(self, numbers: list[int]) -> None: ...
     def start_trial(self, number: int, params: dict[str, Any]) -> TrialRun: ...
     def end_trial(self, run: TrialRun, result: TrialResult, model: Any = None) -> None: ...
+    def wait(self) -> None: ...
     def end_study(self, result: StudyResult, extra: dict[str, Any], status: str = "FINISHED") -> None: ...
     def abort(self, reason: str, status: str = "KILLED") -> None: ...
     def log_range_test(self, study_name: str, test: Any, plot_path: Any) -> str | None: ...
@@ -36,6 +38,9 @@ class _NullRun:
     run_id = None
 
     def log_metrics(self, metrics: dict[str, float], step: int = 0) -> None:
+        pass
+
+    def set_tags(self, tags: dict[str, Any]) -> None:
         pass
 
 
@@ -59,6 +64,9 @@ class NullTracker:
         return _NullRun()
 
     def end_trial(self, run: TrialRun, result: TrialResult, model: Any = None) -> None:
+        pass
+
+    def wait(self) -> None:
         pass
 
     def end_study(self, result: StudyResult, extra: dict[str, Any], status: str = "FINISHED") -> None:

@@ -182,6 +182,16 @@ def test_the_compose_services_run_natively_two_workers_one_study_kill_and_resume
         first, second = start("worker-1", "worker"), start("worker-2", "worker")
         assert first.args == [sys.executable, "-m", "hpsearch", "worker", "studies/native.yaml", "--threads", "1"]
         storage = worker_env["HPSEARCH_STORAGE"]
+
+        def running_trial_runs() -> int:
+            """Trial runs open in MLflow (a trial's run is created a moment after Optuna starts the trial)."""
+            client = MlflowClient(f"http://127.0.0.1:{mlflow_port}")
+            experiment = client.get_experiment_by_name("native")
+            if experiment is None:
+                return 0
+            runs = client.search_runs([experiment.experiment_id], "attributes.status = 'RUNNING'")
+            return sum(r.data.tags.get("hpsearch.role") == "trial" for r in runs)
+
         deadline = time.monotonic() + 240
         while time.monotonic() < deadline:  # kill one worker in the middle of its trial (SIGKILL: no goodbye)
             assert first.poll() is None and second.poll() is None, output("worker-1") + output("worker-2")
@@ -189,7 +199,7 @@ def test_the_compose_services_run_natively_two_workers_one_study_kill_and_resume
                 trials = optuna.load_study(study_name="native", storage=storage).get_trials(deepcopy=False)
             except KeyError:
                 trials = []
-            if sum(t.state == optuna.trial.TrialState.RUNNING for t in trials) == 2:
+            if sum(t.state == optuna.trial.TrialState.RUNNING for t in trials) == 2 and running_trial_runs() == 2:
                 break
             time.sleep(0.3)
         else:

@@ -60,6 +60,10 @@ class Strategy(ABC):
         """Whether other workers are still running trials of this study."""
         return False
 
+    def wait_for_others(self, evaluate: Evaluate) -> list[TrialResult]:
+        """Before refitting: wait for other workers' trials (running any retries here); their results."""
+        return []
+
     def study_results(self, results: list[TrialResult]) -> list[TrialResult]:
         """Every trial of the study, including earlier runs' when the strategy resumes."""
         return results

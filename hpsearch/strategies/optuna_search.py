@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import time
 import warnings
 from typing import Any
@@ -55,10 +56,18 @@ class OptunaStrategy(Strategy):
         if self.search.storage is None:
             return None
         warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-        return optuna.storages.RDBStorage(
-            absolute_sqlite(self.search.storage), heartbeat_interval=self.search.heartbeat,
-            grace_period=2 * self.search.heartbeat,
-            heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1))
+        failures = 0
+        while True:  # workers started together race to create the tables of a new database: retry
+            try:
+                return optuna.storages.RDBStorage(
+                    absolute_sqlite(self.search.storage), heartbeat_interval=self.search.heartbeat,
+                    grace_period=2 * self.search.heartbeat,
+                    heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1))
+            except Exception:
+                failures += 1
+                if failures == 3:
+                    raise
+                time.sleep(1 + random.random())
 
     def prepare(self, setup: dict[str, Any]) -> None:
         """Open (or create) the study; refuse one of the same name created with another search space."""
@@ -163,4 +172,16 @@ class OptunaStrategy(Strategy):
 
         while self.planned_trials() > 0:
             self.study.optimize(objective, n_trials=1)
+        return results
+
+    def wait_for_others(self, evaluate: Evaluate) -> list[TrialResult]:
+        """Wait until no other worker is running a trial (a dead one's trial fails by heartbeat and is
+        retried here), so that the best of *every* trial is refit."""
+        results: list[TrialResult] = []
+        while self.busy() or self.planned_trials() > 0:
+            if self.planned_trials() > 0:
+                results += self.run_search(evaluate)
+                continue
+            time.sleep(min(5.0, self.search.heartbeat / 2))
+            optuna.storages.fail_stale_trials(self.study)
         return results

@@ -1,0 +1,64 @@
+"""Benchmark 2, tracking overhead: the same study with full MLflow tracking to a real server vs tracking off.
+
+Tracking on: :func:`hpsearch.runner.run_study` recording into an ``mlflow server`` subprocess (SQLite backend,
+served artifacts, free loopback port): params, per-epoch curves, every trial's model, the refit best model, its
+registration and the report plots. Tracking off: the same engine on hpsearch's NullTracker (what
+``SearchCV(tracking=False)`` uses; study files have no switch for it). Same candidates (random search, same seed),
+holdout scoring. After one warm-up study, the two runs alternate; the fastest of each is kept.
+Target: <= 5 % extra wall time.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+if __package__ in (None, ""):
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import Figure, as_study, chapter_raw, check, main_for, mlflow_server, run_untracked, scratch
+
+NAME = "tracking_overhead"
+
+
+def _raw(data: Path, workdir: Path, name: str, quick: bool, uri: str | None = None, trials: int | None = None) -> dict:
+    trials = trials or (3 if quick else 10)
+    overrides = [f"name={name}", "search.strategy=random", "search.cv=null",
+                 f"search.n_trials={trials}", f"training.epochs={10 if quick else 30}"]
+    if quick:
+        overrides.append("data.max_rows=3000")
+    if uri:
+        overrides.append(f"tracking.uri={uri}")
+    return chapter_raw(data, workdir, overrides)
+
+
+def run(quick: bool, data: Path) -> list[Figure]:
+    from hpsearch.runner import run_study
+
+    repeats = 1 if quick else 2
+    on, off = [], []
+    with scratch(NAME) as workdir, mlflow_server(workdir) as url:
+        warm, _ = as_study(_raw(data, workdir, "bench-warmup", quick=True, trials=1))
+        run_untracked(warm, "")
+        for repeat in range(repeats):
+            study, text = as_study(_raw(data, workdir, f"bench-off-{repeat}", quick))
+            started = time.perf_counter()
+            run_untracked(study, text)
+            off.append(time.perf_counter() - started)
+            study, text = as_study(_raw(data, workdir, f"bench-on-{repeat}", quick, uri=url))
+            started = time.perf_counter()
+            run_study(study, text)
+            on.append(time.perf_counter() - started)
+            print(f"[{NAME}] repeat {repeat}: off {off[-1]:.1f} s, on {on[-1]:.1f} s", flush=True)
+    extra = min(on) / min(off) - 1
+    return [
+        Figure(NAME, "tracking off (NullTracker) wall time", min(off), "s", note=f"best of {repeats}"),
+        Figure(NAME, "tracking on (mlflow server) wall time", min(on), "s",
+               note="curves, params, models, registry, report"),
+        Figure(NAME, "extra wall time with tracking", 100 * extra, "%", "<= 5 %", check(100 * extra, 5, True)),
+    ]
+
+
+if __name__ == "__main__":
+    main_for(NAME, run, __doc__.splitlines()[0])

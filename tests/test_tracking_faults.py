@@ -1,0 +1,203 @@
+"""Tracking faults, with real MLflow servers: unreachable at start, offline recording + sync, a restart mid-study."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pytest
+from conftest import free_port, local_store, tiny_study, wait_for_http, write_study
+from mlflow import MlflowClient
+
+from hpsearch.cli import main
+from hpsearch.config import load_study
+from hpsearch.data import load_dataset
+
+pytestmark = pytest.mark.slow
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_unreachable_server_is_a_clear_error_before_training(workdir, capsys):
+    port = free_port()  # nothing listens there
+    path = write_study(workdir, tiny_study(name="unreachable", tracking__uri=f"http://user:secret@127.0.0.1:{port}"))
+    started = time.monotonic()
+    assert main(["run", str(path)]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert err.startswith("error: the MLflow tracking server at http://user:***@127.0.0.1:")
+    assert "does not answer" in err and "--offline" in err and "secret" not in err
+    assert time.monotonic() - started < 30  # refused at once, no training
+    assert sorted(os.listdir(workdir)) == ["study.yaml"]
+
+
+def _runs(client: MlflowClient, experiment: str) -> list:
+    found = client.get_experiment_by_name(experiment)
+    return client.search_runs([found.experiment_id], max_results=1000) if found else []
+
+
+def _curves(client: MlflowClient, run) -> dict[str, list[tuple[int, int, float]]]:
+    return {key: [(m.step, m.timestamp, m.value) for m in client.get_metric_history(run.info.run_id, key)]
+            for key in run.data.metrics}
+
+
+def test_offline_run_then_sync_copies_the_study_once(mlflow_server, workdir, capsys):
+    path = write_study(workdir, tiny_study(name="offline-sync", tracking__uri=mlflow_server))
+    assert main(["run", str(path), "--offline"]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert f"nothing sent to {mlflow_server}" in out and "hpsearch sync" in out
+    server = MlflowClient(mlflow_server)
+    assert server.get_experiment_by_name("offline-sync") is None  # the server was not contacted
+    assert not (workdir / "mlflow.db").exists()
+
+    assert main(["sync", str(path)]) == 0
+    assert "3 run(s) copied, 0 already there, 1 model version(s)" in " ".join(capsys.readouterr().out.split())
+    local = MlflowClient(local_store("mlflow-offline.db"))
+    source = {r.info.run_id: r for r in _runs(local, "offline-sync")}
+    copies = {r.data.tags["hpsearch.synced_from"]: r for r in _runs(server, "offline-sync")}
+    assert set(copies) == set(source) and len(source) == 3  # the study run and two trials
+    ids = {old: copy.info.run_id for old, copy in copies.items()}
+    for old, run in source.items():
+        copy = copies[old]
+        assert (copy.info.run_name, copy.info.status, copy.info.start_time, copy.info.end_time) == (
+            run.info.run_name, run.info.status, run.info.start_time, run.info.end_time)
+        assert copy.data.params == run.data.params
+        assert _curves(server, copy) == _curves(local, run)  # every step, timestamp and value
+        parent = run.data.tags.get("mlflow.parentRunId")
+        assert copy.data.tags.get("mlflow.parentRunId") == (ids[parent] if parent else None)
+        assert {a.path for a in server.list_artifacts(copy.info.run_id)} == {
+            a.path for a in local.list_artifacts(old)}
+    study = next(c for c in copies.values() if c.data.tags["hpsearch.role"] == "study")
+    trials = [c for c in copies.values() if c.data.tags["hpsearch.role"] == "trial"]
+    for trial in trials:  # the longest fold's curve has as many steps as the trial's epochs
+        steps = [len(server.get_metric_history(trial.info.run_id, f"fold{k}/loss")) for k in (0, 1)]
+        assert max(steps) == trial.data.metrics["epochs"]
+    assert study.data.tags["hpsearch.best_run_id"] in {c.info.run_id for c in trials}
+    assert {"study.yaml", "model", "report"} <= {a.path for a in server.list_artifacts(study.info.run_id)}
+
+    champion = server.get_model_version_by_alias("offline-sync-best", "champion")
+    assert champion.run_id == study.info.run_id
+    data = load_dataset(load_study(path).data, 0)
+    mlflow.set_tracking_uri(mlflow_server)
+    synced = mlflow.sklearn.load_model("models:/offline-sync-best@champion")
+    mlflow.set_tracking_uri(local_store("mlflow-offline.db"))
+    recorded = mlflow.sklearn.load_model(f"runs:/{study.data.tags['hpsearch.synced_from']}/model")
+    np.testing.assert_array_equal(synced.predict(data.X_test), recorded.predict(data.X_test))
+
+    assert main(["sync", str(path)]) == 0  # again: nothing new
+    assert "0 run(s) copied, 3 already there, 0 model version(s)" in " ".join(capsys.readouterr().out.split())
+    assert len(_runs(server, "offline-sync")) == 3
+    assert len(server.search_model_versions("name = 'offline-sync-best'")) == 1
+
+
+def _start_server(root: Path, port: int) -> subprocess.Popen:
+    """``mlflow server`` in its own process group (so that killing it kills its web workers too)."""
+    with open(root / "server.log", "a") as log:
+        return subprocess.Popen(
+            [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
+             "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}", "--artifacts-destination",
+             str(root / "artifacts"), "--serve-artifacts", "--workers", "1"],
+            stdout=log, stderr=subprocess.STDOUT, cwd=root, start_new_session=True,
+            env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"})  # no job runner: less load
+
+
+def _kill(process: subprocess.Popen) -> None:
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    process.wait(timeout=30)
+
+
+def _study_with_server_killed(tmp_path: Path, name: str, n_trials: int, env: dict[str, str]) -> tuple:
+    """Start a server and ``hpsearch run`` against it in a subprocess; kill the server once the first trial
+    run appears. Returns (server root, port, the study process); the caller restarts the server or not."""
+    root = tmp_path / "server"
+    root.mkdir()
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    server = _start_server(root, port)
+    try:
+        wait_for_http(url + "/health", server)
+        raw = tiny_study(name=name, search__n_trials=n_trials, training__epochs=5, training__early_stopping=False)
+        write_study(tmp_path, raw)
+        env = {**os.environ, "MLFLOW_TRACKING_URI": url, **env,
+               "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+        with open(tmp_path / "out.log", "w") as out, open(tmp_path / "err.log", "w") as err:
+            process = subprocess.Popen([sys.executable, "-m", "hpsearch", "run", "study.yaml"], cwd=tmp_path,
+                                       env=env, stdout=out, stderr=err)
+        client = MlflowClient(url)
+        deadline = time.monotonic() + 120
+        while not [r for r in _runs(client, name) if r.data.tags.get("hpsearch.role") == "trial"]:
+            if process.poll() is not None or time.monotonic() > deadline:
+                process.kill()
+                pytest.fail((tmp_path / "err.log").read_text())
+            time.sleep(0.5)
+    finally:
+        _kill(server)  # mid-study: the first trial is being recorded
+    assert process.poll() is None
+    return root, port, process
+
+
+def test_server_restarted_mid_study_loses_nothing(tmp_path):
+    root, port, study_process = _study_with_server_killed(tmp_path, "restart", 4,
+                                                          {"HPSEARCH_TRACKING_RETRY_SECONDS": "60"})
+    url = f"http://127.0.0.1:{port}"
+    server = None
+    try:
+        time.sleep(1)
+        server = _start_server(root, port)
+        wait_for_http(url + "/health", server)
+        study_process.wait(timeout=240)
+        err = (tmp_path / "err.log").read_text()
+        assert study_process.returncode == 0, err
+        assert "does not answer" in err and "answers again" in err  # the outage was met, and ridden out
+
+        client = MlflowClient(url)
+        runs = _runs(client, "restart")
+        studies = [r for r in runs if r.data.tags.get("hpsearch.role") == "study"]
+        assert len(studies) == 1 and studies[0].info.status == "FINISHED"
+        assert "best_score" in studies[0].data.metrics and "test_score" in studies[0].data.metrics
+        trials = [r for r in runs if r.data.tags.get("hpsearch.role") == "trial"]
+        assert sorted(int(t.data.tags["hpsearch.trial"]) for t in trials) == list(range(4))  # each exactly once
+        for trial in trials:
+            assert trial.info.status == "FINISHED" and trial.data.tags["hpsearch.state"] == "finished"
+            epochs = int(trial.data.metrics["epochs"])
+            assert epochs == 5
+            for fold in (0, 1):
+                for metric in ("loss", "val_loss"):
+                    steps = [m.step for m in client.get_metric_history(trial.info.run_id, f"fold{fold}/{metric}")]
+                    assert steps == list(range(epochs)), (trial.info.run_name, fold, metric, steps)
+            assert "model" in {a.path for a in client.list_artifacts(trial.info.run_id)}
+    finally:
+        if study_process.poll() is None:
+            study_process.kill()
+            study_process.wait()
+        if server is not None:
+            _kill(server)
+
+
+def test_server_gone_for_good_the_study_still_finishes(tmp_path):
+    # short budgets, and no per-request retries under them: the outage costs seconds, not minutes
+    _, _, study_process = _study_with_server_killed(tmp_path, "gone", 2, {
+        "HPSEARCH_TRACKING_RETRY_SECONDS": "3", "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0"})
+    try:
+        study_process.wait(timeout=240)
+    finally:
+        if study_process.poll() is None:
+            study_process.kill()
+            study_process.wait()
+    err = " ".join((tmp_path / "err.log").read_text().split())
+    out = " ".join((tmp_path / "out.log").read_text().split())
+    assert study_process.returncode == 0, err
+    assert "stopped answering; not recorded there: trial" in err and "the study run's results" in err
+    assert "trials: 2 finished" in out and "test score of the refit best model" in out
+    saved = list((tmp_path / "hpsearch-unsent").glob("gone-*/model"))
+    assert len(saved) == 1 and str(saved[0]) in err
+    model = mlflow.sklearn.load_model(str(saved[0]))
+    data = load_dataset(load_study(tmp_path / "study.yaml").data, 0)
+    assert model.predict(data.X_test).shape == (len(data.X_test),)
