@@ -23,7 +23,7 @@ def run(quick: bool, data: Path) -> list[Figure]:
 
     from hpsearch.runner import run_study
 
-    n_trials = 30 if quick else 100
+    n_trials = 25 if quick else 100
     process, rss = psutil.Process(), {}
 
     def sample(ended: int) -> None:

@@ -47,8 +47,8 @@ class Sizes:
     baseline_iter: int
 
 
-FULL = Sizes(max_rows=None, epochs=100, patience=10, hpsearch_trials=25, baseline_iter=10)
-QUICK = Sizes(max_rows=2000, epochs=10, patience=10, hpsearch_trials=8, baseline_iter=4)
+FULL = Sizes(max_rows=None, epochs=100, patience=10, hpsearch_trials=10, baseline_iter=10)
+QUICK = Sizes(max_rows=2000, epochs=10, patience=10, hpsearch_trials=6, baseline_iter=3)
 HPSEARCH_SETUP = ["search.strategy=optuna", "search.sampler=tpe", "search.pruner=median", "search.cv=null"]
 
 

@@ -55,7 +55,6 @@ class OptunaStrategy(Strategy):
         """RDB storage with heartbeats: a killed worker's RUNNING trial becomes FAILED and is retried once."""
         if self.search.storage is None:
             return None
-        warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
         failures = 0
         while True:  # workers started together race to create the tables of a new database: retry
             try:
@@ -72,6 +71,7 @@ class OptunaStrategy(Strategy):
     def prepare(self, setup: dict[str, Any]) -> None:
         """Open (or create) the study; refuse one of the same name created with another search space."""
         optuna.logging.set_verbosity(optuna.logging.ERROR)
+        warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
         try:
             storage, options = self._storage(), {"sampler": self._sampler(), "pruner": self._pruner()}
             try:  # whoever creates the study also creates its MLflow study run (see shared_run_id)
