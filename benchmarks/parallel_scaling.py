@@ -69,7 +69,7 @@ def one(data: Path, workdir: Path, workers: int, n_trials: int, postgres: bool) 
 
 
 def run(quick: bool, data: Path, postgres: bool = False) -> list[Figure]:
-    n_trials = 6 if quick else 24
+    n_trials = 6 if quick else 16
     with scratch(NAME) as workdir:
         serial, serial_wall = one(data, workdir, 1, n_trials, postgres)
         print(f"[{NAME}] 1 worker: {serial:.0f} trials/h ({serial_wall:.0f} s)", flush=True)

@@ -53,7 +53,7 @@ def bare_keras_loop(plan: Any, candidates: list[dict[str, Any]]) -> float:
 def run(quick: bool, data: Path) -> list[Figure]:
     from hpsearch.runner import plan_study, run_study
 
-    n_trials = 8 if quick else 40
+    n_trials = 8 if quick else 30
     with scratch(NAME) as workdir:
         study, text = as_study(tiny_raw(data, workdir, "bench-trials", [f"search.n_trials={n_trials}"]))
         plan = plan_study(study)
