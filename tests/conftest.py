@@ -84,6 +84,17 @@ def wait_for_http(url: str, process: subprocess.Popen, timeout: float = 90.0) ->
     raise TimeoutError(f"{url} did not answer within {timeout}s")
 
 
+def stop(process: subprocess.Popen) -> None:
+    """Terminate a server subprocess, killing it if it does not exit within 30 s."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
 @pytest.fixture(scope="session")
 def mlflow_server(tmp_path_factory: pytest.TempPathFactory):
     """A real ``mlflow server`` subprocess on a free loopback port (SQLite backend, served artifacts)."""
@@ -100,11 +111,7 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory):
         wait_for_http(url + "/health", process)
         yield url
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
+        stop(process)
         log.close()
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import requests
 import yaml
-from conftest import free_port, tiny_study, wait_for_http, write_study
+from conftest import free_port, stop, tiny_study, wait_for_http, write_study
 from test_compose import COMPOSE, ENV_EXAMPLE, ROOT, command_list, interpolate, read_env_file
 from test_workers import _admin
 
@@ -70,16 +70,6 @@ def changes(before: list[str] | dict, after: list[str] | dict) -> list[tuple[str
         before, after = list(before.values()), [after[k] for k in before]
     assert len(before) == len(after)
     return [(str(b), a) for b, a in zip(before, after) if str(b) != a]
-
-
-def stop(process: subprocess.Popen) -> None:
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 @pytest.fixture
