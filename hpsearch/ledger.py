@@ -42,10 +42,12 @@ def canonical(value: Any) -> str:
 
 
 class SqlLedger:
-    """A :class:`~hpsearch.results.FoldLedger` in a SQLAlchemy database, for one study."""
+    """A :class:`~hpsearch.results.FoldLedger` in a SQLAlchemy database, for one study and strategy (a random
+    and a grid search of the same study are two searches, each resumed on its own)."""
 
-    def __init__(self, url: str, study: str) -> None:
-        self.url, self.study = absolute_sqlite(url), study
+    def __init__(self, url: str, study: str, strategy: str) -> None:
+        self.url, self.study, self.strategy = absolute_sqlite(url), study, strategy
+        self.key = f"{study}/{strategy}"
         self._engine: Engine | None = None
         self.existed = False
 
@@ -61,9 +63,9 @@ class SqlLedger:
             self._engine = create_engine(self.url)
             _METADATA.create_all(self._engine)
             with self._engine.begin() as db:
-                recorded = db.execute(select(_STUDIES.c.setup).where(_STUDIES.c.study == self.study)).scalar()
+                recorded = db.execute(select(_STUDIES.c.setup).where(_STUDIES.c.study == self.key)).scalar()
                 if recorded is None:
-                    db.execute(_STUDIES.insert().values(study=self.study, setup=canonical(setup)))
+                    db.execute(_STUDIES.insert().values(study=self.key, setup=canonical(setup)))
         except Exception as exc:  # SQLAlchemy/driver errors: the URL is the user's to fix
             raise TrackingError(f"cannot open search.storage {mask_credentials(self.url)}: "
                                 f"{type(exc).__name__}: {str(exc).splitlines()[0]}") from None
@@ -71,23 +73,24 @@ class SqlLedger:
         if self.existed and recorded != canonical(setup):
             changed = sorted(k for k, v in json.loads(recorded).items() if canonical(setup.get(k)) != canonical(v))
             raise ConfigError(
-                f"study {self.study!r} in {mask_credentials(self.url)} was run with other settings "
+                f"the {self.strategy} search of study {self.study!r} in {mask_credentials(self.url)} was run with "
+                f"other settings "
                 f"({', '.join(changed) or 'its keys differ'} changed), so its finished trials would not match; "
                 f"give this one a new name, e.g. --set name={self.study}-2", field="name")
 
     def study_run_id(self) -> str | None:
         with self.engine.connect() as db:
-            return db.execute(select(_STUDIES.c.study_run_id).where(_STUDIES.c.study == self.study)).scalar()
+            return db.execute(select(_STUDIES.c.study_run_id).where(_STUDIES.c.study == self.key)).scalar()
 
     def set_study_run_id(self, run_id: str) -> None:
         with self.engine.begin() as db:
-            db.execute(_STUDIES.update().where(_STUDIES.c.study == self.study).values(study_run_id=run_id))
+            db.execute(_STUDIES.update().where(_STUDIES.c.study == self.key).values(study_run_id=run_id))
 
     def trial(self, number: int) -> TrialResult | None:
         """The ended trial ``number`` (finished, pruned or failed), or None if it never ended."""
         with self.engine.connect() as db:
             row = db.execute(select(_TRIALS.c.state, _TRIALS.c.record).where(
-                (_TRIALS.c.study == self.study) & (_TRIALS.c.number == number))).first()
+                (_TRIALS.c.study == self.key) & (_TRIALS.c.number == number))).first()
         if row is None or row.state == "running":
             return None
         return TrialResult(**json.loads(row.record))
@@ -96,26 +99,26 @@ class SqlLedger:
         """Trials that started and never ended: their process was killed mid-trial."""
         with self.engine.connect() as db:
             return list(db.execute(select(_TRIALS.c.number).where(
-                (_TRIALS.c.study == self.study) & (_TRIALS.c.state == "running"))).scalars())
+                (_TRIALS.c.study == self.key) & (_TRIALS.c.state == "running"))).scalars())
 
     def folds(self, number: int) -> dict[int, FoldResult]:
         with self.engine.connect() as db:
             records = db.execute(select(_FOLDS.c.record).where(
-                (_FOLDS.c.study == self.study) & (_FOLDS.c.number == number))).scalars()
+                (_FOLDS.c.study == self.key) & (_FOLDS.c.number == number))).scalars()
             found = [FoldResult(**json.loads(record)) for record in records]
         return {result.fold: result for result in found}
 
     def record_fold(self, number: int, result: FoldResult) -> None:
         with self.engine.begin() as db:
-            db.execute(_FOLDS.delete().where((_FOLDS.c.study == self.study) & (_FOLDS.c.number == number)
+            db.execute(_FOLDS.delete().where((_FOLDS.c.study == self.key) & (_FOLDS.c.number == number)
                                              & (_FOLDS.c.fold == result.fold)))
-            db.execute(_FOLDS.insert().values(study=self.study, number=number, fold=result.fold,
+            db.execute(_FOLDS.insert().values(study=self.key, number=number, fold=result.fold,
                                               record=canonical(asdict(result))))
 
     def _put_trial(self, number: int, state: str, record: dict[str, Any]) -> None:
         with self.engine.begin() as db:
-            db.execute(_TRIALS.delete().where((_TRIALS.c.study == self.study) & (_TRIALS.c.number == number)))
-            db.execute(_TRIALS.insert().values(study=self.study, number=number, state=state, record=canonical(record)))
+            db.execute(_TRIALS.delete().where((_TRIALS.c.study == self.key) & (_TRIALS.c.number == number)))
+            db.execute(_TRIALS.insert().values(study=self.key, number=number, state=state, record=canonical(record)))
 
     def start_trial(self, number: int, params: dict[str, Any], run_id: str | None) -> None:
         self._put_trial(number, "running", {"number": number, "params": params, "run_id": run_id})

@@ -118,3 +118,5 @@ def test_same_study_name_with_other_settings_is_refused(workdir, capsys):
     assert main(["run", str(path), "--set", "training.epochs=2"]) == 2
     err = capsys.readouterr().err
     assert "epochs" in err and "--set name=twice-2" in err and "Traceback" not in err
+    # another strategy on the same study is another search, as the README's quickstart suggests
+    assert main(["run", str(path), "--set", "search.strategy=grid", "--set", "search.grid_points=2"]) == 0

@@ -36,8 +36,8 @@ class _LedgerStrategy(Strategy):
 
     def prepare(self, setup: dict[str, Any]) -> None:
         if self.search.storage is not None:
-            self.ledger = SqlLedger(self.search.storage, self.study_name)
-            self.ledger.open({**setup, "strategy": self.name})
+            self.ledger = SqlLedger(self.search.storage, self.study_name, self.name)
+            self.ledger.open(setup)
 
     def resumes(self) -> bool:
         return self.ledger is not None and self.ledger.existed
