@@ -10,6 +10,7 @@ import subprocess
 import sys
 import warnings
 from pathlib import Path
+from typing import NoReturn
 
 from rich.console import Console
 from rich.markup import escape
@@ -152,9 +153,21 @@ def cmd_worker(args: argparse.Namespace) -> int:
     study, text = _load(args)
     _check_shared(study)
     limit_threads(args.threads)
-    result = run_study(study, text, plan=plan_study(study), worker=True)
+    plan = plan_study(study)
+    result = run_study(study, text, plan=plan, worker=True)
+    if plan.strategy.planned_trials() > 0:  # execution.trials_per_process reached
+        _start_afresh(args, f"worker recycled after {study.execution.trials_per_process} trials")
     console.print(f"worker done: {len(result.trials)} trials in study {study.name!r}")
     return 0
+
+
+def _start_afresh(args: argparse.Namespace, why: str) -> NoReturn:
+    """Replace this process (same pid) by a fresh one running the same command: the study goes on from its
+    storage, and the memory Keras/TensorFlow kept from earlier trials is returned."""
+    console.print(f"{why}; the study goes on in a fresh process", soft_wrap=True)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(sys.executable, [sys.executable, "-m", "hpsearch", *args.argv])
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -170,14 +183,20 @@ def cmd_run(args: argparse.Namespace) -> int:
         study, text = _load(args)
     plan = plan_study(study)
     _print_advice(study)
+    recycled = study.execution.trials_per_process
     if args.workers > 1:
         _check_shared(study)
         open_shared_study(plan, text)  # one study run, made before the workers look for it
-        workers = _start_workers(args, args.workers)
-        console.print(f"{args.workers} workers on study {study.name!r}; waiting for them")
-        failed = [w for w in workers if w.wait() != 0]
+        each = f", each starting afresh every {recycled} trials" if recycled else ""
+        console.print(f"{args.workers} workers on study {study.name!r}{each}; waiting for them")
+        failed = [w for w in _start_workers(args, args.workers) if w.wait() != 0]
         if failed:
             err_console.print(f"{len(failed)} worker(s) failed; finishing with the trials recorded")
+    elif recycled:  # this process takes its share of trials like a worker, then starts afresh or refits
+        with RichObserver(console) as observer:
+            run_study(study, text, observer, plan=plan, worker=True)
+        if plan.strategy.planned_trials() > 0:
+            _start_afresh(args, f"{recycled} trials done (execution.trials_per_process)")
     with RichObserver(console) as observer:
         result = run_study(study, text, observer, plan=plan)
     _print_summary(result)
@@ -271,6 +290,7 @@ COMMANDS = {"run": cmd_run, "worker": cmd_worker, "check": cmd_check, "lr-find":
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``hpsearch`` and ``python -m hpsearch``; returns the exit code."""
     args = build_parser().parse_args(argv)
+    args.argv = sys.argv[1:] if argv is None else list(argv)  # a recycled worker starts itself again with these
     if not sys.warnoptions:  # libraries' deprecation notices are not the user's concern (python -W shows them)
         warnings.simplefilter("ignore", (FutureWarning, DeprecationWarning))
     try:

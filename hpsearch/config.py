@@ -180,7 +180,7 @@ class SearchConfig(_Strict):
     space: dict[str, Any] = Field(default_factory=dict)
     grid_points: int = Field(3, ge=2, le=100)
     sampler: Literal["tpe", "random", "cmaes", "qmc"] = "tpe"
-    pruner: Literal["none", "median", "successive_halving", "hyperband"] = "median"
+    pruner: Literal["none", "median", "successive_halving", "hyperband"] = "hyperband"
     storage: str | None = Field(default_factory=default_storage)
     heartbeat: int = Field(30, ge=1, le=3600)
 
@@ -228,12 +228,17 @@ class TrackingConfig(_Strict):
 
 
 class ExecutionConfig(_Strict):
-    """Where a random/grid search's (candidate, fold) fits run (Optuna scales with workers instead)."""
+    """Where a random/grid search's (candidate, fold) fits run (Optuna scales with workers instead).
+
+    ``trials_per_process``: an Optuna study's trials run in worker processes, each replaced by a fresh one
+    after this many trials, which caps Keras/TensorFlow's memory growth over long studies.
+    """
 
     backend: Literal["local", "dask"] = "local"
     n_jobs: int = Field(1, ge=1, le=4096)
     address: str | None = None
     threads: int | None = Field(None, ge=1, le=1024)
+    trials_per_process: int | None = Field(None, ge=1, le=100_000)
 
     @model_validator(mode="after")
     def _address_needs_dask(self) -> ExecutionConfig:
@@ -284,6 +289,9 @@ class StudyConfig(_Strict):
         if self.execution.parallel and self.search.strategy == "optuna":
             raise ValueError("execution runs random/grid searches in parallel; an optuna study scales with "
                              "workers sharing search.storage instead: hpsearch run --workers N")
+        if self.execution.trials_per_process and (self.search.strategy != "optuna" or not self.search.storage):
+            raise ValueError("execution.trials_per_process runs trials in worker processes that share an Optuna "
+                             "study: set search.strategy: optuna and search.storage")
         if self.search.cv is None and self.data.valid_size == 0:
             raise ValueError("search.cv is null (holdout) but data.valid_size is 0: there is nothing to score on")
         if self.model.factory == "mlp":

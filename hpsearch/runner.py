@@ -62,9 +62,9 @@ def run_search(name: str, strategy: Strategy, evaluator: Evaluator, tracker: Tra
         tracker.abort("interrupted (Ctrl-C)" if interrupted else f"{type(exc).__name__}: {exc}",
                       status="KILLED" if interrupted else "FAILED")
         raise
-    if refit is None and strategy.busy():
+    if refit is None and (strategy.busy() or strategy.planned_trials() > 0):
         tracker.wait()
-        return result  # other workers are still at it; the last one out closes the study run
+        return result  # other (or fresh) workers are still at it; the last one out closes the study run
     extra = {"tracking_uri": mask_credentials(tracker.tracking_uri or "")}
     tracker.end_study(result, extra, status="FINISHED" if result.best is not None else "FAILED")
     return result
@@ -187,6 +187,7 @@ def run_study(study: StudyConfig, study_text: str, observer: TrialObserver | Non
     ``worker=True``: only take a share of the trials of a shared (Optuna storage) study.
     """
     plan = plan or plan_study(study)
+    plan.strategy.quota = study.execution.trials_per_process if worker else None
     observer = observer or NoObserver()
     data, fitter = plan.data, plan.fitter
     scoring, tracker = plan.scoring, plan.tracker()

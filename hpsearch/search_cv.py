@@ -55,7 +55,7 @@ class SearchCV(MetaEstimatorMixin, BaseEstimator):
     def __init__(self, estimator: Any, space: dict[str, Any], *, strategy: str = "random", n_trials: int = 10,
                  cv: Any = 3, scoring: str | None = None, refit: bool = True, experiment: str = "hpsearch",
                  tracking: bool = True, tracking_uri: str | None = None, log_models: bool = True,
-                 random_state: int | None = 42, sampler: str = "tpe", pruner: str = "median",
+                 random_state: int | None = 42, sampler: str = "tpe", pruner: str = "hyperband",
                  storage: str | None = None, grid_points: int = 3) -> None:
         self.estimator, self.space, self.strategy, self.n_trials = estimator, space, strategy, n_trials
         self.cv, self.scoring, self.refit, self.experiment = cv, scoring, refit, experiment

@@ -22,6 +22,7 @@ import logging
 import math
 import os
 import re
+import socket
 import tempfile
 import time
 from collections.abc import Callable
@@ -387,7 +388,8 @@ class MlflowTracker:
         self._tried.add(number)
         run = self.client.create_run(self.experiment_id, run_name=f"trial-{number:03d}", tags={
             "mlflow.parentRunId": study, "hpsearch.role": "trial",
-            "hpsearch.trial": str(number), "hpsearch.state": "running"})
+            "hpsearch.trial": str(number), "hpsearch.state": "running",
+            "hpsearch.process": f"{socket.gethostname()}:{os.getpid()}"})
         self._tried.discard(number)
         return run.info.run_id
 

@@ -120,3 +120,39 @@ def test_same_study_name_with_other_settings_is_refused(workdir, capsys):
     assert "epochs" in err and "--set name=twice-2" in err and "Traceback" not in err
     # another strategy on the same study is another search, as the README's quickstart suggests
     assert main(["run", str(path), "--set", "search.strategy=grid", "--set", "search.grid_points=2"]) == 0
+
+
+def test_trials_per_process_recycles_processes_and_draws_no_candidate_twice(workdir):
+    study = tiny_study(name="recycled", search__strategy="optuna", search__n_trials=5, search__cv=None,
+                       search__pruner="none", execution={"trials_per_process": 2})
+    path = write_study(workdir, study)
+
+    def hpsearch(*args: str) -> str:
+        done = subprocess.run([sys.executable, "-m", "hpsearch", *args], cwd=workdir, capture_output=True, text=True,
+                              env={**os.environ, "HPSEARCH_OFFLINE": "1"}, timeout=600)
+        assert done.returncode == 0, done.stdout + done.stderr
+        return done.stdout
+
+    output = hpsearch("run", str(path))  # 2 trials, a fresh process, 2, a fresh process, 1, then the refit
+    assert output.count("2 trials done (execution.trials_per_process); the study goes on in a fresh process") == 2
+    assert "test score of the refit best model" in output
+    output = hpsearch("worker", str(path), "--set", "search.n_trials=8")  # a worker grows it: 2, afresh, 1
+    assert output.count("worker recycled after 2 trials") == 1 and "worker done: 8 trials in study" in output
+
+    trials = trial_runs("recycled")
+    assert sorted(int(r.data.tags["hpsearch.trial"]) for r in trials) == list(range(8))
+    assert len({r.data.tags["hpsearch.process"] for r in trials}) == 2  # a process started afresh keeps its pid
+    # a process joining the stored study draws with a seed of its own: no candidate is drawn twice
+    assert len({(r.data.params["n_neurons"], r.data.params["learning_rate"]) for r in trials}) == 8
+    best = load_best("recycled", tracking_uri=local_store())
+    from sklearn.datasets import load_breast_cancer
+
+    assert set(np.unique(best.predict(load_breast_cancer().data[:5]))) <= {0, 1}
+
+
+def test_trials_per_process_needs_a_shared_optuna_study(workdir, capsys):
+    path = write_study(workdir, tiny_study(name="plain", execution={"trials_per_process": 2}))
+    assert main(["run", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "execution.trials_per_process" in err and "search.strategy: optuna" in err and "Traceback" not in err
+    assert not (workdir / "mlflow.db").exists()

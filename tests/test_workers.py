@@ -147,3 +147,5 @@ def test_workers_started_together_on_a_new_study_share_one_study_run(workdir, da
     assert len(studies) == 1 and studies[0].info.status == "FINISHED"  # the last worker out closed it
     assert sorted(int(t.data.tags["hpsearch.trial"]) for t in trials) == [0, 1, 2, 3]
     assert {t.data.tags["mlflow.parentRunId"] for t in trials} == {studies[0].info.run_id}
+    # each worker samples with a seed of its own: two workers never propose the same candidate
+    assert len({(t.data.params["n_neurons"], t.data.params["learning_rate"]) for t in trials}) == 4

@@ -26,6 +26,7 @@ class Strategy(ABC):
     """A search strategy. Subclasses implement :meth:`run_search` only."""
 
     name: str = ""
+    quota: int | None = None  # the most trials a worker process runs (workers share Optuna studies only)
 
     def __init__(self, search: SearchConfig, space: SearchSpace, seed: int, study_name: str) -> None:
         self.search, self.space, self.seed, self.study_name = search, space, seed, study_name

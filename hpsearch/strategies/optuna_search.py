@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import random
 import time
 import warnings
 from typing import Any
 
+import numpy as np
 import optuna
 from optuna.trial import TrialState
 
@@ -41,10 +43,16 @@ class OptunaStrategy(Strategy):
     def resumes(self) -> bool:
         return self.search.storage is not None
 
-    def _sampler(self) -> optuna.samplers.BaseSampler:
+    def _sampler(self, seed: int) -> optuna.samplers.BaseSampler:
         samplers = {"tpe": optuna.samplers.TPESampler, "random": optuna.samplers.RandomSampler,
                     "cmaes": optuna.samplers.CmaEsSampler, "qmc": optuna.samplers.QMCSampler}
-        return samplers[self.search.sampler](seed=self.seed)
+        return samplers[self.search.sampler](seed=seed)
+
+    def _joiner_seed(self) -> int:
+        """A seed for a process joining a stored study: with the study's own seed, a second worker (or a
+        resumed run) would propose the very candidates the first one drew."""
+        entropy = [self.seed, len(self.study.get_trials(deepcopy=False)), os.getpid(), time.time_ns()]
+        return int(np.random.SeedSequence(entropy).generate_state(1)[0])
 
     def _pruner(self) -> optuna.pruners.BasePruner:
         return {"none": optuna.pruners.NopPruner, "median": optuna.pruners.MedianPruner,
@@ -73,13 +81,14 @@ class OptunaStrategy(Strategy):
         optuna.logging.set_verbosity(optuna.logging.ERROR)
         warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
         try:
-            storage, options = self._storage(), {"sampler": self._sampler(), "pruner": self._pruner()}
+            storage = self._storage()
             try:  # whoever creates the study also creates its MLflow study run (see shared_run_id)
-                self.study = optuna.create_study(study_name=self.study_name, storage=storage,
-                                                 direction="maximize", **options)
+                self.study = optuna.create_study(study_name=self.study_name, storage=storage, direction="maximize",
+                                                 sampler=self._sampler(self.seed), pruner=self._pruner())
                 self.creator = True
             except optuna.exceptions.DuplicatedStudyError:
-                self.study = optuna.load_study(study_name=self.study_name, storage=storage, **options)
+                self.study = optuna.load_study(study_name=self.study_name, storage=storage, pruner=self._pruner())
+                self.study.sampler = self._sampler(self._joiner_seed())
         except Exception as exc:  # SQLAlchemy/driver errors: the URL is the user's to fix
             raise TrackingError(f"cannot open search.storage {mask_credentials(str(self.search.storage))}: "
                                 f"{type(exc).__name__}: {str(exc).splitlines()[0]}") from None
@@ -170,7 +179,7 @@ class OptunaStrategy(Strategy):
                 raise optuna.TrialPruned(result.reason)
             return result.score if result.state == "finished" else float("nan")  # NaN: Optuna records FAIL
 
-        while self.planned_trials() > 0:
+        while self.planned_trials() > 0 and (self.quota is None or len(results) < self.quota):
             self.study.optimize(objective, n_trials=1)
         return results
 
