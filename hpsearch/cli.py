@@ -139,8 +139,9 @@ def _check_shared(study: StudyConfig) -> None:
 
 def _start_workers(args: argparse.Namespace, count: int) -> list[subprocess.Popen]:
     """``count`` worker processes on the same study, each with its share of the cores."""
-    threads = max(1, (os.cpu_count() or 1) // count)
-    command = [sys.executable, "-m", "hpsearch", "worker", str(args.study), "--threads", str(threads)]
+    from hpsearch.execution import share_of_cores
+
+    command = [sys.executable, "-m", "hpsearch", "worker", str(args.study), "--threads", str(share_of_cores(count))]
     for override in args.overrides:
         command += ["--set", override]
     return [subprocess.Popen(command, stdout=subprocess.DEVNULL) for _ in range(count)]

@@ -22,6 +22,11 @@ class Executor(Protocol):
     def map_unordered(self, fn: Callable[[Any], Any], tasks: Iterable[Any]) -> Iterator[Any]: ...
 
 
+def share_of_cores(processes: int) -> int:
+    """TensorFlow threads for each of ``processes`` processes training at once on this machine."""
+    return max(1, (os.cpu_count() or 1) // processes)
+
+
 def _with_threads(fn: Callable[[Any], Any], task: Any, threads: int | None) -> Any:
     """Run ``fn(task)`` in a worker whose TensorFlow uses at most ``threads`` threads."""
     from hpsearch.models.backend import limit_threads
@@ -53,7 +58,7 @@ class JoblibExecutor:
     def _threads(self) -> int | None:
         if self.config.threads is not None or self.config.backend == "dask" and self.config.address:
             return self.config.threads  # a remote cluster's cores are not ours to count
-        return max(1, (os.cpu_count() or 1) // self.config.n_jobs)
+        return share_of_cores(self.config.n_jobs)
 
     def map_unordered(self, fn: Callable[[Any], Any], tasks: Iterable[Any]) -> Iterator[Any]:
         calls = [delayed(_with_threads)(fn, task, self._threads()) for task in tasks]

@@ -72,9 +72,10 @@ def test_searchcv_last_step_of_a_pipeline_with_missing_values_and_categories(wor
     client, study, trials = tracked_runs("api-last-step")
     assert len(study) == 1 and len(trials) == 3
     assert all(t.data.tags["mlflow.parentRunId"] == study[0].info.run_id for t in trials)
-    for trial in trials:
+    for trial in trials:  # a trial pruned (Hyperband, per epoch) in its first fold has no second
         lengths = [len(client.get_metric_history(trial.info.run_id, f"fold{k}/loss")) for k in (0, 1)]
-        assert max(lengths) == int(trial.data.metrics["epochs"]) and min(lengths) >= 1
+        assert max(lengths) == int(trial.data.metrics["epochs"]) and lengths[0] >= 1
+        assert min(lengths) >= 1 or trial.data.tags["hpsearch.state"] == "pruned"
     assert study[0].info.run_id == search.study_run_id_
 
     # load_best gives what SearchCV fitted (here: the model after preprocessing)
