@@ -1,6 +1,7 @@
 """Benchmark 5, parallel scaling: ``hpsearch run --workers 2`` vs ``--workers 1`` on 2 cores, trials per hour.
 
-An Optuna study (random sampler, no pruning, holdout; 3,000 rows, 10 epochs per trial) in a fresh SQLite storage
+An Optuna study (random sampler, no pruning, holdout; the whole split, 3,000 rows with ``--quick``, 10 epochs
+per trial) in a fresh SQLite storage
 (or ``--postgres``: a fresh database on 127.0.0.1:5432, user postgres, dropped afterwards), run by the CLI as a
 subprocess. Trials per hour come from the storage's timestamps: trials / (last completion - first start), so
 process start-up, the refit and the report are excluded; the whole command's wall time is reported too.
@@ -44,14 +45,15 @@ def _drop(name: str | None) -> None:
         connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-def one(data: Path, workdir: Path, workers: int, n_trials: int, postgres: bool) -> tuple[float, float]:
+def one(data: Path, workdir: Path, workers: int, n_trials: int, postgres: bool, quick: bool) -> tuple[float, float]:
     """(trials per hour, whole-command seconds) of ``hpsearch run --workers N``."""
     import optuna
 
     storage, database = _storage(workdir, workers, postgres)
     try:
         raw = chapter_raw(data, workdir, [
-            f"name=bench-workers-{workers}", "data.max_rows=3000", "search.strategy=optuna", "search.sampler=random",
+            f"name=bench-workers-{workers}", f"data.max_rows={3000 if quick else 'null'}", "search.strategy=optuna",
+            "search.sampler=random",
             "search.pruner=none", "search.cv=null", f"search.n_trials={n_trials}", "training.epochs=10",
             f"search.storage={storage}"])
         as_study(raw)  # validate before starting processes
@@ -69,16 +71,17 @@ def one(data: Path, workdir: Path, workers: int, n_trials: int, postgres: bool) 
 
 
 def run(quick: bool, data: Path, postgres: bool = False) -> list[Figure]:
-    n_trials = 6 if quick else 16
+    n_trials = 6 if quick else 12
     with scratch(NAME) as workdir:
-        serial, serial_wall = one(data, workdir, 1, n_trials, postgres)
+        serial, serial_wall = one(data, workdir, 1, n_trials, postgres, quick)
         print(f"[{NAME}] 1 worker: {serial:.0f} trials/h ({serial_wall:.0f} s)", flush=True)
-        parallel, parallel_wall = one(data, workdir, 2, n_trials, postgres)
+        parallel, parallel_wall = one(data, workdir, 2, n_trials, postgres, quick)
         print(f"[{NAME}] 2 workers: {parallel:.0f} trials/h ({parallel_wall:.0f} s)", flush=True)
     ratio = parallel / serial
     storage = "PostgreSQL" if postgres else "SQLite"
     return [
-        Figure(NAME, "1 worker trials/hour", serial, "/h", note=f"{n_trials} trials, {storage}; command {serial_wall:.0f} s"),
+        Figure(NAME, "1 worker trials/hour", serial, "/h",
+               note=f"{n_trials} trials, {storage}; command {serial_wall:.0f} s"),
         Figure(NAME, "2 workers trials/hour", parallel, "/h", note=f"command {parallel_wall:.0f} s"),
         Figure(NAME, "2 workers / 1 worker", ratio, "x", ">= 1.7x", check(ratio, 1.7, False)),
         Figure(NAME, "2 workers / 1 worker, whole command", serial_wall / parallel_wall, "x",

@@ -24,7 +24,7 @@ NAME = "tracking_overhead"
 def _raw(data: Path, workdir: Path, name: str, quick: bool, uri: str | None = None, trials: int | None = None) -> dict:
     trials = trials or (3 if quick else 6)
     overrides = [f"name={name}", "search.strategy=random", "search.cv=null",
-                 f"search.n_trials={trials}", f"training.epochs={10 if quick else 20}"]
+                 f"search.n_trials={trials}", f"training.epochs={10 if quick else 15}"]
     if quick:
         overrides.append("data.max_rows=3000")
     if uri:
