@@ -230,8 +230,8 @@ class TrackingConfig(_Strict):
 class ExecutionConfig(_Strict):
     """Where a random/grid search's (candidate, fold) fits run (Optuna scales with workers instead).
 
-    ``trials_per_process``: an Optuna study's trials run in worker processes, each replaced by a fresh one
-    after this many trials, which caps Keras/TensorFlow's memory growth over long studies.
+    ``trials_per_process``: ``hpsearch run`` (or each worker) starts itself afresh after this many trials of
+    an Optuna study and goes on from its storage, which caps Keras/TensorFlow's memory growth over long studies.
     """
 
     backend: Literal["local", "dask"] = "local"
@@ -290,8 +290,8 @@ class StudyConfig(_Strict):
             raise ValueError("execution runs random/grid searches in parallel; an optuna study scales with "
                              "workers sharing search.storage instead: hpsearch run --workers N")
         if self.execution.trials_per_process and (self.search.strategy != "optuna" or not self.search.storage):
-            raise ValueError("execution.trials_per_process runs trials in worker processes that share an Optuna "
-                             "study: set search.strategy: optuna and search.storage")
+            raise ValueError("execution.trials_per_process starts the process afresh and goes on from the stored "
+                             "Optuna study: set search.strategy: optuna and search.storage")
         if self.search.cv is None and self.data.valid_size == 0:
             raise ValueError("search.cv is null (holdout) but data.valid_size is 0: there is nothing to score on")
         if self.model.factory == "mlp":
