@@ -21,6 +21,10 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import psutil
 
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -56,13 +60,13 @@ def _ended(storage: Path) -> int:
         return 0
 
 
-def _tree_rss(process: object) -> float:
+def _tree_rss(process: psutil.Process) -> float:
     import psutil
 
     try:
-        tree = [process, *process.children(recursive=True)]  # type: ignore[attr-defined]
+        tree = [process, *process.children(recursive=True)]
         return sum(p.memory_info().rss for p in tree) / 2**20
-    except psutil.NoSuchProcess:  # a worker between exec and its first sample
+    except psutil.NoSuchProcess:  # the command (or a child) ended between poll() and this sample
         return float("nan")
 
 

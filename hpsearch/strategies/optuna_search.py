@@ -51,7 +51,7 @@ class OptunaStrategy(Strategy):
     def _joiner_seed(self) -> int:
         """A seed for a process joining a stored study: with the study's own seed, a second worker (or a
         resumed run) would propose the very candidates the first one drew."""
-        entropy = [self.seed, len(self.study.get_trials(deepcopy=False)), os.getpid(), time.time_ns()]
+        entropy = [self.seed, os.getpid(), time.time_ns()]
         return int(np.random.SeedSequence(entropy).generate_state(1)[0])
 
     def _pruner(self) -> optuna.pruners.BasePruner:
