@@ -4,7 +4,8 @@ The fits: 1,000 rows of the chapter's data (scaled), 5 epochs, n_hidden 0-2, n_n
 log-uniform LR, early stopping on the validation split, holdout scoring. hpsearch runs the study through
 :func:`hpsearch.runner.run_study` as shipped (local MLflow: params, curves, a model per trial), and once more with
 tracking off (NullTracker). The bare loop fits the same candidates (same order, same builder, same data) with
-``clear_session`` between fits and scores each on the validation split. Trials/minute count from the search start
+``clear_session`` between fits, the same ``steps_per_execution`` as hpsearch's (so the ratio is hpsearch's overhead,
+not its faster epochs), and scores each on the validation split. Trials/minute count from the search start
 to the last trial's end (hpsearch's refit and report excluded). Target: hpsearch >= 0.9x the bare loop.
 """
 
@@ -43,6 +44,7 @@ def bare_keras_loop(plan: Any, candidates: list[dict[str, Any]]) -> float:
         keras.backend.clear_session(free_memory=True)
         keras.utils.set_random_seed(42 + 7919 * number)
         model = build_mlp(meta, **fixed, **params)
+        model.steps_per_execution = training.steps_per_execution
         stop = keras.callbacks.EarlyStopping(patience=training.early_stopping.patience, restore_best_weights=True)
         model.fit(X, y, epochs=training.epochs, batch_size=training.batch_size, validation_data=(X_valid, y_valid),
                   callbacks=[stop], verbose=0)

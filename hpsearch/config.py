@@ -152,6 +152,8 @@ class TrainingConfig(_Strict):
 
     epochs: int = Field(100, ge=1, le=100_000)
     batch_size: int = Field(32, ge=1)
+    # Batches per call into TensorFlow: the same training, far less per-batch overhead for small models.
+    steps_per_execution: int = Field(32, ge=1, le=100_000)
     early_stopping: EarlyStoppingConfig | None = Field(default_factory=EarlyStoppingConfig)
     class_weight: Literal["balanced"] | dict[Any, float] | None = None
 

@@ -117,3 +117,29 @@ def test_regressor_with_whole_number_target_gets_a_regression_head():
     reg = KerasRegressor(build_mlp, epochs=1, verbose=0).fit(X, y)
     assert reg.model_.layers[-1].units == 1 and reg.model_.loss == "mse"
     assert reg.predict(X).dtype.kind == "f"
+
+
+def test_steps_per_execution_changes_speed_not_training():
+    X, y = sorted_binary()
+    y = y.astype("float32")
+
+    def fitted(steps: int) -> KerasRegressor:
+        reg = KerasRegressor(build_mlp, epochs=3, batch_size=8, random_state=0, verbose=0, steps_per_execution=steps)
+        return clone(reg).fit(X, y, validation_data=(X[:10], y[:10]))  # 60 rows: 8 batches, a partial last one
+
+    one, many = fitted(1), fitted(4)
+    assert (one.model_.steps_per_execution, many.model_.steps_per_execution) == (1, 4)
+    np.testing.assert_allclose(many.history_["val_loss"], one.history_["val_loss"], rtol=1e-5)
+    np.testing.assert_allclose(many.predict(X), one.predict(X), rtol=1e-4, atol=1e-6)
+
+
+def test_a_factorys_own_steps_per_execution_wins():
+    X, y = sorted_binary()
+
+    def compiled_with_eight(meta):
+        model = build_mlp(meta)
+        model.compile(loss="mse", optimizer="sgd", steps_per_execution=8)
+        return model
+
+    reg = KerasRegressor(compiled_with_eight, epochs=1, verbose=0, steps_per_execution=32).fit(X, y.astype("float32"))
+    assert reg.model_.steps_per_execution == 8

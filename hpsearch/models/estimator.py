@@ -59,7 +59,8 @@ def make_estimator(factory: Callable[..., Any], task: str, params: dict[str, Any
 
     wrapper = KerasRegressor if task == "regression" else KerasClassifier
     routed = {(k if k in WRAPPER_PARAMS else f"model__{k}"): v for k, v in params.items()}
-    settings = {"epochs": training.epochs, "batch_size": training.batch_size, **routed}
+    settings = {"epochs": training.epochs, "batch_size": training.batch_size,
+                "steps_per_execution": training.steps_per_execution, **routed}
     if training.class_weight is not None and task != "regression":
         settings.setdefault("class_weight", training.class_weight)
     return wrapper(model=factory, verbose=0, **settings)

@@ -48,7 +48,8 @@ def record_range(estimator: Any, X: Any, y: Any, start: float, end: float, itera
                  exploded: Callable[[list[float]], bool]) -> tuple[np.ndarray, np.ndarray]:
     """Fit ``estimator`` (a scikeras wrapper) under the exponential schedule; (lrs, per-batch losses)."""
     steps_per_epoch = math.ceil(len(y) / estimator.batch_size)
-    estimator.set_params(epochs=math.ceil(iterations / steps_per_epoch))
+    batch_by_batch = {"steps_per_execution": 1} if "steps_per_execution" in estimator.get_params() else {}
+    estimator.set_params(epochs=math.ceil(iterations / steps_per_epoch), **batch_by_batch)
     schedule = ExponentialLR(start, end, iterations, exploded)
     estimator.fit(X, y, callbacks=[schedule, keras.callbacks.TerminateOnNaN()])
     return np.array(schedule.lrs), np.array(schedule.losses)

@@ -53,9 +53,10 @@ class KerasMLPRegressor(_MLP, KerasRegressor):
                  loss: str | None = None, metrics: list[str] | None = None, dropout: float = 0.0, l2: float = 0.0,
                  kernel_initializer: str = "glorot_uniform", epochs: int = 100, batch_size: int = 32,
                  early_stopping: int | None = None, validation_split: float = 0.1, verbose: int = 0,
-                 random_state: int | None = None, **kwargs: Any) -> None:
+                 random_state: int | None = None, steps_per_execution: int = 32, **kwargs: Any) -> None:
         super().__init__(optimizer=optimizer, loss=loss, metrics=metrics, epochs=epochs, batch_size=batch_size,
-                         validation_split=validation_split, verbose=verbose, random_state=random_state, **kwargs)
+                         validation_split=validation_split, verbose=verbose, random_state=random_state,
+                         steps_per_execution=steps_per_execution, **kwargs)
         self.n_hidden, self.n_neurons, self.activation = n_hidden, n_neurons, activation
         self.learning_rate, self.output_activation = learning_rate, output_activation
         self.dropout, self.l2, self.kernel_initializer = dropout, l2, kernel_initializer
@@ -70,10 +71,11 @@ class KerasMLPClassifier(_MLP, KerasClassifier):
                  loss: str | None = None, metrics: list[str] | None = None, dropout: float = 0.0, l2: float = 0.0,
                  kernel_initializer: str = "glorot_uniform", epochs: int = 100, batch_size: int = 32,
                  early_stopping: int | None = None, validation_split: float = 0.1, verbose: int = 0,
-                 random_state: int | None = None, class_weight: Any = None, **kwargs: Any) -> None:
+                 random_state: int | None = None, class_weight: Any = None, steps_per_execution: int = 32,
+                 **kwargs: Any) -> None:
         super().__init__(optimizer=optimizer, loss=loss, metrics=metrics, epochs=epochs, batch_size=batch_size,
                          validation_split=validation_split, verbose=verbose, random_state=random_state,
-                         class_weight=class_weight, **kwargs)
+                         class_weight=class_weight, steps_per_execution=steps_per_execution, **kwargs)
         self.n_hidden, self.n_neurons, self.activation = n_hidden, n_neurons, activation
         self.learning_rate, self.output_activation = learning_rate, output_activation
         self.dropout, self.l2, self.kernel_initializer = dropout, l2, kernel_initializer
