@@ -24,7 +24,7 @@ NAME = "tracking_overhead"
 def _raw(data: Path, workdir: Path, name: str, quick: bool, uri: str | None = None, trials: int | None = None) -> dict:
     trials = trials or (3 if quick else 6)
     overrides = [f"name={name}", "search.strategy=random", "search.cv=null",
-                 f"search.n_trials={trials}", f"training.epochs={10 if quick else 15}"]
+                 f"search.n_trials={trials}", f"training.epochs={10 if quick else 30}"]
     if quick:
         overrides.append("data.max_rows=3000")
     if uri:
@@ -35,7 +35,7 @@ def _raw(data: Path, workdir: Path, name: str, quick: bool, uri: str | None = No
 def run(quick: bool, data: Path) -> list[Figure]:
     from hpsearch.runner import run_study
 
-    repeats = 1 if quick else 2  # alternating off/on runs, the best of each: one run is at the mercy of noise
+    repeats = 1 if quick else 3  # alternating off/on runs, the best of each: one run is at the mercy of noise
     on, off = [], []
     with scratch(NAME) as workdir, mlflow_server(workdir) as url:
         warm, _ = as_study(_raw(data, workdir, "bench-warmup", quick=True, trials=1))

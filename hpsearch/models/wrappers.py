@@ -14,6 +14,9 @@ Fixes over scikeras 0.13:
 - Parameters of the ``model`` factory can be set by their plain names (``set_params(n_hidden=2)``)
   without declaring them in the constructor.
 
+- ``predict`` on arrays runs the model's forward pass directly (in chunks of 1,024 rows) instead of
+  Keras' ``predict``, which traces a new graph for every new model (~0.4 s: a tenth of a small trial).
+
 New: ``steps_per_execution=N`` runs N batches per call into TensorFlow (the same training, batch by
 batch; ~2.8x faster epochs for the chapter's small MLPs), unless the factory compiled its own. Keras'
 default is 1 because per-batch callbacks then see every Nth batch only.
@@ -102,6 +105,20 @@ class _Fixed:
             super()._fit_keras_model(X, y, sample_weight, warm_start, epochs, initial_epoch, **kwargs)
         finally:
             self._fit_callbacks = configured
+
+    def _predict_raw(self, X: Any, **kwargs: Any) -> Any:
+        model = getattr(self, "model_", None)
+        plain = model is not None and all(len(getattr(model, side, None) or ()) == 1 for side in ("inputs", "outputs"))
+        if kwargs or getattr(self, "_predict_callbacks", None) or not plain:
+            return super()._predict_raw(X, **kwargs)
+        X, _ = self._validate_data(X=X, y=None)
+        X = np.asarray(self.feature_encoder_.transform(X))
+        chunks = [keras.ops.convert_to_numpy(model(X[start:start + _PREDICT_ROWS], training=False))
+                  for start in range(0, max(len(X), 1), _PREDICT_ROWS)]
+        return np.concatenate(chunks)
+
+
+_PREDICT_ROWS = 1024
 
 
 def _tagged(tags: Any, kind: str) -> Any:
