@@ -53,9 +53,8 @@ def one(data: Path, workdir: Path, workers: int, n_trials: int, postgres: bool, 
     try:
         raw = chapter_raw(data, workdir, [
             f"name=bench-workers-{workers}", f"data.max_rows={3000 if quick else 'null'}", "search.strategy=optuna",
-            "search.sampler=random",
-            "search.pruner=none", "search.cv=null", f"search.n_trials={n_trials}", f"training.epochs={10 if quick else 30}",
-            f"search.storage={storage}"])
+            "search.sampler=random", "search.pruner=none", "search.cv=null", f"search.n_trials={n_trials}",
+            f"training.epochs={10 if quick else 30}", f"search.storage={storage}"])
         as_study(raw)  # validate before starting processes
         path = write_study(raw, workdir, f"study-{workers}.yaml")
         started = time.perf_counter()

@@ -6,6 +6,7 @@ can, and the summary counts failures by reason. Training cases are tiny (a few e
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import textwrap
 from pathlib import Path
@@ -185,7 +186,12 @@ def test_ctrl_c_ends_the_trial_closes_every_run_and_says_how_to_resume(faulty):
         search={"strategy": "optuna", "n_trials": 3, "cv": None, "sampler": "random", "pruner": "none",
                 "storage": "sqlite:///optuna.db", "space": {"learning_rate": {"float": [1e-3, 1e-2], "log": True}}}))
     (faulty / "interrupt-at-build").write_text("2")  # trial 0 trains, trial 1 is interrupted
-    result = run_in_process(faulty, "run", "study.yaml")
+    # Python's own Ctrl-C handler, as in a fresh `hpsearch run` (a library loaded by an earlier test may replace it)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        result = run_in_process(faulty, "run", "study.yaml")
+    finally:
+        signal.signal(signal.SIGINT, previous)
     assert result.returncode == 130, result.stdout + result.stderr
     assert "Traceback" not in result.stdout + result.stderr
     message = " ".join(result.stderr.split())
