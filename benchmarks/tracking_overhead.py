@@ -35,7 +35,7 @@ def _raw(data: Path, workdir: Path, name: str, quick: bool, uri: str | None = No
 def run(quick: bool, data: Path) -> list[Figure]:
     from hpsearch.runner import run_study
 
-    repeats = 1 if quick else 3  # alternating off/on runs, the best of each: one run is at the mercy of noise
+    repeats = 1 if quick else 2  # alternating off/on runs, the best of each: one run is at the mercy of noise
     on, off = [], []
     with scratch(NAME) as workdir, mlflow_server(workdir) as url:
         warm, _ = as_study(_raw(data, workdir, "bench-warmup", quick=True, trials=1))
