@@ -103,9 +103,8 @@ def load_split(path: Path, max_rows: int | None = None) -> Split:
     from hpsearch.data import load_dataset
 
     data = load_dataset(DataConfig(dataset="california_housing", path=path, max_rows=max_rows), SEED)
-    as64 = lambda a: np.asarray(a, dtype=np.float64)
-    return Split(as64(data.X_train), as64(data.y_train), as64(data.X_valid), as64(data.y_valid),
-                 as64(data.X_test), as64(data.y_test))
+    arrays = (data.X_train, data.y_train, data.X_valid, data.y_valid, data.X_test, data.y_test)
+    return Split(*(np.asarray(a, dtype=np.float64) for a in arrays))
 
 
 def chapter_raw(data: Path, workdir: Path, overrides: list[str]) -> dict[str, Any]:
@@ -196,7 +195,8 @@ def mlflow_server(root: Path, timeout: float = 120.0) -> Iterator[str]:
     process = subprocess.Popen(
         [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
          "--backend-store-uri", f"sqlite:///{root / 'server.db'}", "--artifacts-destination", str(root / "artifacts"),
-         "--serve-artifacts", "--workers", "1"], stdout=log, stderr=subprocess.STDOUT, cwd=root)
+         "--serve-artifacts", "--workers", "1"], stdout=log, stderr=subprocess.STDOUT, cwd=root,
+        env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"})  # as docker-compose.yml: no job runner
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + timeout

@@ -45,9 +45,10 @@ def bare_keras_loop(plan: Any, candidates: list[dict[str, Any]]) -> float:
         keras.utils.set_random_seed(42 + 7919 * number)
         model = build_mlp(meta, **fixed, **params)
         model.steps_per_execution = training.steps_per_execution
-        stop = keras.callbacks.EarlyStopping(patience=training.early_stopping.patience, restore_best_weights=True)
+        patience = training.early_stopping.patience if training.early_stopping else None
+        stop = [keras.callbacks.EarlyStopping(patience=patience, restore_best_weights=True)] if patience else []
         model.fit(X, y, epochs=training.epochs, batch_size=training.batch_size, validation_data=(X_valid, y_valid),
-                  callbacks=[stop], verbose=0)
+                  callbacks=stop, verbose=0)
         float(np.mean((model.predict(X_valid, verbose=0).ravel() - y_valid) ** 2))
     return 60 * len(candidates) / (time.perf_counter() - started)
 

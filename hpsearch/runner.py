@@ -7,7 +7,6 @@
 from __future__ import annotations
 
 import contextlib
-import logging
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -32,11 +31,13 @@ from hpsearch.tracking_base import NullTracker, Tracker
 
 def run_search(name: str, strategy: Strategy, evaluator: Evaluator, tracker: Tracker, study_params: dict[str, Any],
                study_text: str, refit: Callable[[dict[str, Any]], Any] | None,
-               test: tuple[Any, Any] | None = None, observer: TrialObserver | None = None) -> StudyResult:
+               test: tuple[Any, Any] | None = None, observer: TrialObserver | None = None,
+               report: bool = False) -> StudyResult:
     """Search with ``strategy``, refit the best candidate, score it once on ``test``, record it all.
 
     ``refit=None`` is a worker's share of a study: trials only; the study run is closed by the
-    last worker out, and refitting is left to ``hpsearch run``.
+    last worker out, and refitting is left to ``hpsearch run``. ``report``: draw the study's report
+    (behind the refit) when the search is over.
     """
     observer = observer or NoObserver()
     tracker.check_reachable()  # reads only; then the first write: the strategy's storage
@@ -51,6 +52,8 @@ def run_search(name: str, strategy: Strategy, evaluator: Evaluator, tracker: Tra
         if refit is not None:
             trials += strategy.wait_for_others(evaluator)
         trials = strategy.study_results(trials)
+        if report and refit is not None:
+            tracker.start_report()
         result = StudyResult(name, trials, evaluator.scoring, study_run_id=study_run,
                              experiment_id=tracker.experiment_id, tracking_uri=tracker.tracking_uri)
         if result.best is not None and refit is not None:
@@ -206,9 +209,7 @@ def run_study(study: StudyConfig, study_text: str, observer: TrialObserver | Non
     with executor or contextlib.nullcontext():
         result = run_search(study.name, plan.strategy, evaluator, tracker, {**_study_params(plan, scoring), **auto},
                             study_text, None if worker else refit, test=(data.X_test, data.y_test),
-                            observer=observer)
-    if not worker and result.study_run_id:
-        _log_report(tracker, result.study_run_id)
+                            observer=observer, report=True)
     return result
 
 
@@ -223,14 +224,3 @@ def open_shared_study(plan: Plan, study_text: str) -> str:
     plan.strategy.share_run_id(run_id)
     return run_id
 
-
-def _log_report(tracker: Any, study_run_id: str) -> None:
-    """Draw the study's report and attach it to the study run (``report/``); never fails the study."""
-    from hpsearch.report import collect, log_report, write_report
-
-    try:
-        with tempfile.TemporaryDirectory() as folder:
-            record = collect(tracker.client, tracker.experiment_name, study_run_id)
-            log_report(tracker.client, study_run_id, write_report(record, Path(folder)))
-    except Exception as exc:  # the study is recorded already; a plot must not turn it into an error
-        logging.getLogger(__name__).warning("hpsearch: the study report was not logged: %s", exc)

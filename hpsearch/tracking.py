@@ -24,6 +24,7 @@ import os
 import re
 import socket
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -186,12 +187,15 @@ class _Run:
     """One MLflow run: params, tags and metrics are buffered and sent in batches; a failed send keeps them.
 
     ``run_id`` is None until the run exists on the server (``create`` makes it on the first send).
+    With ``background`` (a queue onto the tracker's upload thread), curves are sent there while training goes on.
     """
 
     def __init__(self, client: MlflowClient, run_id: str | None, retry: _Retry, name: str = "run",
-                 create: Callable[[], str] | None = None) -> None:
+                 create: Callable[[], str] | None = None,
+                 background: Callable[[Callable[[], None]], None] | None = None) -> None:
         self.client, self.run_id, self.name = client, run_id, name
-        self._retry, self._create = retry, create
+        self._retry, self._create, self._background = retry, create, background
+        self._lock = threading.Lock()  # the buffers: filled by the training thread, emptied by the upload thread
         self._params: list[Param] = []
         self._tags: dict[str, str] = {}
         self._metrics: list[Metric] = []
@@ -209,43 +213,69 @@ class _Run:
     def log_metrics(self, metrics: dict[str, float], step: int = 0) -> None:
         """Buffer values; during training a send is tried once, and on failure again later, backing off."""
         now = int(time.time() * 1000)
-        self._metrics.extend(Metric(k, float(v), now, step) for k, v in metrics.items())
-        full = len(self._metrics) >= _MAX_BATCH and self._backoff == _FLUSH_SECONDS
-        if time.monotonic() >= self._next_flush or full:
-            try:
-                self._retry(f"the curves of {self.name}", self._send, wait=False)
-                self._backoff = _FLUSH_SECONDS
-            except TrackingUnavailable:
-                self._backoff = min(2 * self._backoff, _MAX_FLUSH_BACKOFF)
-            self._next_flush = time.monotonic() + self._backoff
+        with self._lock:
+            self._metrics.extend(Metric(k, float(v), now, step) for k, v in metrics.items())
+            full = len(self._metrics) >= _MAX_BATCH and self._backoff == _FLUSH_SECONDS
+        sending = self._next_flush == math.inf
+        if not sending and (time.monotonic() >= self._next_flush or full):
+            self._next_flush = math.inf  # until this send is done
+            if self._background is None:
+                self._send_curves()
+            else:
+                self._background(self._send_curves)
+
+    def _send_curves(self) -> None:
+        """Try one send of what is buffered; on failure, back off (the values stay for the next send)."""
+        try:
+            self._retry(f"the curves of {self.name}", self._send, wait=False)
+            self._backoff = _FLUSH_SECONDS
+        except TrackingUnavailable:
+            self._backoff = min(2 * self._backoff, _MAX_FLUSH_BACKOFF)
+        except MlflowException as exc:  # refused (say, the run was deleted): the run's end reports it
+            _log.warning("hpsearch: MLflow refused the curves of %s: %s", self.name, _short(exc))
+            self._backoff = _MAX_FLUSH_BACKOFF
+        self._next_flush = time.monotonic() + self._backoff
 
     def log_params(self, params: dict[str, Any]) -> None:
-        self._params.extend(Param(k, _param_value(v)) for k, v in params.items())
+        with self._lock:
+            self._params.extend(Param(k, _param_value(v)) for k, v in params.items())
         self.flush()
 
     def set_tags(self, tags: dict[str, Any]) -> None:
         """Buffer tags: they go with the next send (never raises)."""
-        self._tags.update({k: str(v)[:5000] for k, v in tags.items()})
+        with self._lock:
+            self._tags.update({k: str(v)[:5000] for k, v in tags.items()})
 
     def flush(self, wait: bool = True) -> None:
         """Send everything buffered (retried with backoff)."""
         self._retry(f"the record of {self.name}", self._send, wait=wait)
 
     def _send(self) -> None:
+        """Send the buffers, oldest first; what was buffered meanwhile stays for the next send."""
         if self.run_id is None:
             self.run_id = self._create()
-        while self._params:
-            self.client.log_batch(self.run_id, params=self._params[:100])
-            del self._params[:100]
-        if self._tags:
+        while batch := self._take(self._params, 100):
+            self.client.log_batch(self.run_id, params=batch)
+            self._drop(self._params, batch)
+        with self._lock:
             tags = dict(self._tags)
+        if tags:
             self.client.log_batch(self.run_id, tags=[RunTag(k, v) for k, v in tags.items()])
-            for key, value in tags.items():
-                if self._tags.get(key) == value:
-                    del self._tags[key]
-        while self._metrics:
-            self.client.log_batch(self.run_id, metrics=self._metrics[:_MAX_BATCH])
-            del self._metrics[:_MAX_BATCH]
+            with self._lock:
+                for key, value in tags.items():
+                    if self._tags.get(key) == value:
+                        del self._tags[key]
+        while batch := self._take(self._metrics, _MAX_BATCH):
+            self.client.log_batch(self.run_id, metrics=batch)
+            self._drop(self._metrics, batch)
+
+    def _take(self, buffer: list, size: int) -> list:
+        with self._lock:
+            return buffer[:size]
+
+    def _drop(self, buffer: list, sent: list) -> None:
+        with self._lock:
+            del buffer[:len(sent)]
 
     def stage_model(self, estimator: Any) -> None:
         """Save a fitted estimator as an MLflow model in a local folder now; :meth:`finish` uploads it."""
@@ -287,6 +317,15 @@ def retry_budget() -> float:
 def _save_model(estimator: Any, target: Path) -> None:
     mlflow.sklearn.save_model(estimator, str(target), serialization_format="cloudpickle",
                               pip_requirements=_pip_requirements())
+
+
+def _warm_model_saving() -> None:
+    """Save a throwaway model once: MLflow's first save in a process checks the requirements against every
+    installed package (~0.6 s), which is better paid on the upload thread than in the first trial's."""
+    from sklearn.dummy import DummyRegressor
+
+    with tempfile.TemporaryDirectory(prefix="hpsearch-warm-") as folder:
+        _save_model(DummyRegressor().fit([[0.0]], [0.0]), Path(folder) / "model")
 
 
 class MlflowTracker:
@@ -353,9 +392,12 @@ class MlflowTracker:
                     run_id: str | None = None) -> str:
         """Create (or, when ``resume``, reopen ``run_id`` or the newest) study run; returns its run id."""
         try:
-            return self._start_study(name, params, study_text, resume, run_id)
+            run_id = self._start_study(name, params, study_text, resume, run_id)
         except (MlflowException, TrackingUnavailable) as exc:
             raise self._unavailable(exc) from None
+        if self.log_models:
+            self._in_background(_warm_model_saving)
+        return run_id
 
     def _start_study(self, name: str, params: dict[str, Any], study_text: str, resume: bool,
                      run_id: str | None) -> str:
@@ -396,7 +438,7 @@ class MlflowTracker:
     def start_trial(self, number: int, params: dict[str, Any]) -> _Run:
         """Open the child run of one trial and record its sampled params (kept for later if MLflow is down)."""
         trial = self._open_trial = _Run(self.client, None, self._retry, f"trial {number}",
-                                        create=lambda: self._create_trial(number))
+                                        create=lambda: self._create_trial(number), background=self._in_background)
         try:
             trial.log_params(params)
         except TrackingUnavailable:
@@ -419,9 +461,7 @@ class MlflowTracker:
         run.set_tags(tags)
         if model is not None and self.log_models and result.state == "finished":
             run.stage_model(model)  # here: serialising touches Keras, which the next trial is about to use
-        if self._uploads is None:
-            self._uploads = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hpsearch-mlflow")
-        self._uploading.append(self._uploads.submit(self._finish_trial, run, STATUS[result.state]))
+        self._in_background(lambda: self._finish_trial(run, STATUS[result.state]))
         self._open_trial = None
 
     def _finish_trial(self, run: _Run, status: str) -> None:
@@ -434,10 +474,39 @@ class MlflowTracker:
             _log.warning("hpsearch: %s is not completely in MLflow yet (%s); hpsearch tries again during the study",
                          run.name, exc)
 
+    def start_report(self) -> None:
+        """Draw the study's report (``report/`` on the study run) behind the refit, once every trial is uploaded."""
+        self._in_background(self._log_report)
+
+    def _log_report(self) -> None:
+        """Collect the study's trials, draw them and attach the files; never fails the study."""
+        from hpsearch.report import collect, log_report, write_report
+
+        try:
+            with tempfile.TemporaryDirectory(prefix="hpsearch-report-") as folder:
+                record = collect(self.client, self.experiment_name, self.study.run_id)
+                log_report(self.client, self.study.run_id, write_report(record, Path(folder)))
+        except Exception as exc:  # the study is recorded already; a plot must not turn it into an error
+            _log.warning("hpsearch: the study report was not logged: %s", exc)
+
+    def _in_background(self, task: Callable[[], None]) -> None:
+        """Queue ``task`` on the tracker's upload thread (one thread: tasks run in the order queued)."""
+        if self._uploads is None:
+            self._uploads = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hpsearch-mlflow")
+        self._uploading = [f for f in self._uploading if not f.done() or f.exception() is not None]
+        self._uploading.append(self._uploads.submit(task))
+
     def wait(self) -> None:
-        """Wait until every ended trial is uploaded (or kept for a later try)."""
+        """Wait until every ended trial is uploaded (or kept for a later try) and the report is drawn."""
         while self._uploading:
             self._uploading.pop(0).result()
+
+    def _stop_uploads(self) -> None:
+        """End the upload thread (a later upload starts another)."""
+        self.wait()
+        if self._uploads is not None:
+            self._uploads.shutdown()
+            self._uploads = None
 
     def _send_unsent(self, wait: bool) -> None:
         """Finish the trial records the server missed, oldest first; stop at the first that still fails."""
@@ -478,6 +547,7 @@ class MlflowTracker:
             study.finish(status=status)
         except TrackingUnavailable:
             self._report_unsent(result)
+        self._stop_uploads()
 
     def _report_unsent(self, result: StudyResult) -> None:
         """Say what never reached the server; keep the refit best model here."""
@@ -552,7 +622,7 @@ class MlflowTracker:
 
     def abort(self, reason: str, status: str = "KILLED") -> None:
         """Close the open trial run and the study run (KILLED or FAILED) so nothing is left RUNNING."""
-        self.wait()
+        self._stop_uploads()
         for run in (self._open_trial, self.study):
             if run is not None:
                 run.set_tags({"hpsearch.state": "failed", "hpsearch.reason": reason})

@@ -54,6 +54,13 @@ def assert_pngs(files: list[Path]) -> None:
 
 
 @pytest.mark.slow
+def test_a_study_run_gets_its_report(store):
+    client = MlflowClient(store)
+    study = collect(client, "report").study_run_id
+    assert {a.path for a in client.list_artifacts(study, "report")} == {f"report/{name}" for name in ALL_PLOTS}
+
+
+@pytest.mark.slow
 def test_report_command_writes_every_plot(store, tmp_path):
     files = report_command("report", tmp_path / "out", store)
     assert {p.name for p in files} == ALL_PLOTS  # plotly is not installed: no interactive.html

@@ -205,3 +205,26 @@ def test_ui_command_serves_the_local_store(workdir):
 
     with pytest.raises(requests.ConnectionError):  # stopping hpsearch ui stopped the UI: no orphan server
         requests.get(f"http://127.0.0.1:{port}/health", timeout=5)
+
+
+def test_curves_sent_behind_training_arrive_once_each_and_in_order(workdir, monkeypatch):
+    """Curves go out on the upload thread while the trial keeps logging: no value lost, none sent twice."""
+    import hpsearch.tracking as tracking
+    from hpsearch.results import StudyResult, TrialResult
+
+    monkeypatch.setattr(tracking, "_FLUSH_SECONDS", 0.001)  # a send behind almost every epoch
+    tracker = tracking.MlflowTracker(local_store(), "curves", log_models=False)
+    tracker.start_study("curves", {}, "", resume=False)
+    run = tracker.start_trial(0, {"n_neurons": 3})
+    for epoch in range(1500):
+        run.log_metrics({"loss": 1.0 / (epoch + 1), "val_loss": 2.0 / (epoch + 1)}, step=epoch)
+    result = TrialResult(number=0, params={"n_neurons": 3}, fold_scores=[-0.5], fold_epochs=[1500])
+    tracker.end_trial(run, result)
+    tracker.end_study(StudyResult("curves", [result], "neg_mean_squared_error"), {})
+
+    client = MlflowClient(local_store())
+    _, (trial,) = study_runs(client, "curves")
+    for key, scale in (("loss", 1.0), ("val_loss", 2.0)):
+        history = sorted((m.step, m.value) for m in client.get_metric_history(trial.info.run_id, key))
+        assert history == [(epoch, scale / (epoch + 1)) for epoch in range(1500)]
+    assert trial.info.status == "FINISHED" and trial.data.metrics["epochs"] == 1500
