@@ -10,13 +10,15 @@ Layout of one study (the contract users and tests rely on):
   cross-validating), ``score``/``score_std``/``fold<k>/score``, ``epochs``, ``duration_s``, tag
   ``hpsearch.state`` (finished / pruned / failed) and ``hpsearch.reason``, and the trained model
   (the first fold's) under ``model/``.
-Metrics go out in batches (``log_batch``), at most one call every couple of seconds per trial.
+Metrics go out in batches (``log_batch``), at most one call every couple of seconds per trial. A trial's curves,
+its model upload and the study's report go out on one upload thread, in order, while training goes on.
 A server that fails is retried with backoff (``$HPSEARCH_TRACKING_RETRY_SECONDS`` per operation); what it
 missed is kept and sent when it answers again.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -324,7 +326,8 @@ def _warm_model_saving() -> None:
     installed package (~0.6 s), which is better paid on the upload thread than in the first trial's."""
     from sklearn.dummy import DummyRegressor
 
-    with tempfile.TemporaryDirectory(prefix="hpsearch-warm-") as folder:
+    # only a head start: whatever goes wrong here goes wrong again, and is reported, where a trial's model is saved
+    with contextlib.suppress(Exception), tempfile.TemporaryDirectory(prefix="hpsearch-warm-") as folder:
         _save_model(DummyRegressor().fit([[0.0]], [0.0]), Path(folder) / "model")
 
 
