@@ -11,7 +11,8 @@ worker's, and trials range from 2 s to 9 s: the ratio measured that draw as much
 
 The machine's own ceiling is measured too: the same bare Keras fits (the study's first candidates, 10 epochs, no
 hpsearch around them) in one process and in two at once, with the thread counts ``--workers`` gives (all cores for
-one process, half each for two). hpsearch cannot scale better than TensorFlow itself does on these cores.
+one process, half each for two). hpsearch cannot scale better than TensorFlow itself does on these cores. Not
+with ``--quick``.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from common import Figure, as_study, chapter_raw, check, main_for, scratch, writ
 
 NAME = "parallel_scaling"
 POSTGRES = "postgresql://postgres@127.0.0.1:5432"
+N_FITS = 4  # bare fits per process for the ceiling
 
 
 def _storage(workdir: Path, workers: int, postgres: bool) -> tuple[str, str | None]:
@@ -117,25 +119,27 @@ def bare_ceiling(raw: dict[str, Any], n_fits: int) -> float:
 def run(quick: bool, data: Path, postgres: bool = False) -> list[Figure]:
     n_trials = 6 if quick else 12
     with scratch(NAME) as workdir:
-        n_fits = 2 if quick else 4
-        ceiling = bare_ceiling(chapter_raw(data, workdir, [
-            f"data.max_rows={3000 if quick else 'null'}", "search.strategy=random", "search.cv=null",
-            f"training.epochs={5 if quick else 10}", *SAME_WORK]), n_fits)
-        print(f"[{NAME}] bare Keras fits, 2 processes / 1: {ceiling:.2f}x", flush=True)
+        if not quick:  # three more TensorFlow start-ups: ~20 s that --quick cannot spare
+            ceiling = bare_ceiling(chapter_raw(data, workdir, [
+                "search.strategy=random", "search.cv=null", "training.epochs=10", *SAME_WORK]), N_FITS)
+            print(f"[{NAME}] bare Keras fits, 2 processes / 1: {ceiling:.2f}x", flush=True)
         serial, serial_wall = one(data, workdir, 1, n_trials, postgres, quick)
         print(f"[{NAME}] 1 worker: {serial:.0f} trials/h ({serial_wall:.0f} s)", flush=True)
         parallel, parallel_wall = one(data, workdir, 2, n_trials, postgres, quick)
         print(f"[{NAME}] 2 workers: {parallel:.0f} trials/h ({parallel_wall:.0f} s)", flush=True)
     ratio = parallel / serial
     storage = "PostgreSQL" if postgres else "SQLite"
+    measured = [] if quick else [
+        Figure(NAME, "ceiling: bare Keras fits, 2 processes / 1", ceiling, "x",
+               note=f"{N_FITS} fits each, no hpsearch; what these cores allow"),
+        Figure(NAME, "2 workers / 1 worker, as a share of the ceiling", ratio / ceiling, "x"),
+    ]
     return [
         Figure(NAME, "1 worker trials/hour", serial, "/h",
                note=f"{n_trials} trials, {storage}; command {serial_wall:.0f} s"),
         Figure(NAME, "2 workers trials/hour", parallel, "/h", note=f"command {parallel_wall:.0f} s"),
         Figure(NAME, "2 workers / 1 worker", ratio, "x", ">= 1.7x", check(ratio, 1.7, False)),
-        Figure(NAME, "ceiling: bare Keras fits, 2 processes / 1", ceiling, "x",
-               note=f"{n_fits} fits each, no hpsearch; what these cores allow"),
-        Figure(NAME, "2 workers / 1 worker, as a share of the ceiling", ratio / ceiling, "x"),
+        *measured,
         Figure(NAME, "2 workers / 1 worker, whole command", serial_wall / parallel_wall, "x",
                note="start-up, refit and report included"),
     ]
