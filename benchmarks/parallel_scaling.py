@@ -129,7 +129,7 @@ def run(quick: bool, data: Path, postgres: bool = False) -> list[Figure]:
         print(f"[{NAME}] 2 workers: {parallel:.0f} trials/h ({parallel_wall:.0f} s)", flush=True)
     ratio = parallel / serial
     storage = "PostgreSQL" if postgres else "SQLite"
-    measured = [] if quick else [
+    ceiling_figures = [] if quick else [
         Figure(NAME, "ceiling: bare Keras fits, 2 processes / 1", ceiling, "x",
                note=f"{N_FITS} fits each, no hpsearch; what these cores allow"),
         Figure(NAME, "2 workers / 1 worker, as a share of the ceiling", ratio / ceiling, "x"),
@@ -139,7 +139,7 @@ def run(quick: bool, data: Path, postgres: bool = False) -> list[Figure]:
                note=f"{n_trials} trials, {storage}; command {serial_wall:.0f} s"),
         Figure(NAME, "2 workers trials/hour", parallel, "/h", note=f"command {parallel_wall:.0f} s"),
         Figure(NAME, "2 workers / 1 worker", ratio, "x", ">= 1.7x", check(ratio, 1.7, False)),
-        *measured,
+        *ceiling_figures,
         Figure(NAME, "2 workers / 1 worker, whole command", serial_wall / parallel_wall, "x",
                note="start-up, refit and report included"),
     ]
