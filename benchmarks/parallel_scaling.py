@@ -99,7 +99,7 @@ def _bare_process(raw: dict[str, Any], threads: int, n_fits: int, barrier: Any, 
 
 
 def bare_ceiling(raw: dict[str, Any], n_fits: int) -> float:
-    """Fits per hour of two processes over one, each process doing the same bare Keras fits."""
+    """Throughput of two processes over one (fits per minute, summed), each process doing the same bare Keras fits."""
     from hpsearch.execution import share_of_cores
 
     context = multiprocessing.get_context("spawn")
