@@ -4,7 +4,9 @@ An Optuna study (random sampler, no pruning, holdout; the whole split and 30 epo
 epochs with ``--quick``) in a fresh SQLite storage
 (or ``--postgres``: a fresh database on 127.0.0.1:5432, user postgres, dropped afterwards), run by the CLI as a
 subprocess. Trials per hour come from the storage's timestamps: trials / (last completion - first start), so
-process start-up, the refit and the report are excluded; the whole command's wall time is reported too.
+process start-up, the refit and the report are excluded; the whole command's wall time is reported too, and so is
+the rate while both workers are busy (each worker's trials over its own span: the study's tail, one worker finishing
+the last trial alone, left out).
 Every trial does the same work: the chapter's architecture fixed (2 hidden layers of 30), only the learning rate
 searched, no early stopping. (With the chapter's whole space, the candidates two workers draw differ from one
 worker's, and trials range from 2 s to 9 s: the ratio measured that draw as much as the scaling.) Target: >= 1.7x.
@@ -59,8 +61,31 @@ SAME_WORK = ["search.space={learning_rate: {float: [3.0e-4, 3.0e-2], log: true}}
              "model.params={optimizer: sgd, loss: mse, n_hidden: 2, n_neurons: 30}", "training.early_stopping=null"]
 
 
-def one(data: Path, workdir: Path, workers: int, n_trials: int, postgres: bool, quick: bool) -> tuple[float, float]:
-    """(trials per hour, whole-command seconds) of ``hpsearch run --workers N``."""
+def _busy_rate(trials: list[Any], tracking_uri: str, experiment: str) -> float:
+    """Trials per hour while every worker is busy: each worker's trials over its own span, summed.
+
+    The study's span also holds its tail: after the last trial is claimed, one worker finishes it while the other
+    has nothing left (up to one trial's time, ~8 % of a 12-trial study; nothing in a long one). Which worker ran
+    which trial comes from the trial runs' ``hpsearch.process`` tag in MLflow.
+    """
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri)
+    runs = client.search_runs([client.get_experiment_by_name(experiment).experiment_id],
+                              "tags.`hpsearch.role` = 'trial'")
+    process = {int(r.data.tags["hpsearch.trial"]): r.data.tags["hpsearch.process"] for r in runs}
+    rate = 0.0
+    for worker in set(process.values()):
+        own = [t for t in trials if process.get(t.number) == worker]
+        span = (max(t.datetime_complete for t in own) - min(t.datetime_start for t in own)).total_seconds()
+        rate += 3600 * len(own) / span
+    return rate
+
+
+def one(data: Path, workdir: Path, workers: int, n_trials: int, postgres: bool,
+        quick: bool) -> tuple[float, float, float]:
+    """(trials per hour over the study's span, trials per hour while all workers are busy, whole-command seconds)
+    of ``hpsearch run --workers N``."""
     import optuna
 
     storage, database = _storage(workdir, workers, postgres)
@@ -78,7 +103,7 @@ def one(data: Path, workdir: Path, workers: int, n_trials: int, postgres: bool, 
         trials = [t for t in optuna.load_study(study_name=raw["name"], storage=storage).trials
                   if t.datetime_complete is not None]
         span = (max(t.datetime_complete for t in trials) - min(t.datetime_start for t in trials)).total_seconds()
-        return 3600 * len(trials) / span, wall
+        return 3600 * len(trials) / span, _busy_rate(trials, raw["tracking"]["uri"], raw["name"]), wall
     finally:
         _drop(database)
 
@@ -123,11 +148,12 @@ def run(quick: bool, data: Path, postgres: bool = False) -> list[Figure]:
             ceiling = bare_ceiling(chapter_raw(data, workdir, [
                 "search.strategy=random", "search.cv=null", "training.epochs=10", *SAME_WORK]), N_FITS)
             print(f"[{NAME}] bare Keras fits, 2 processes / 1: {ceiling:.2f}x", flush=True)
-        serial, serial_wall = one(data, workdir, 1, n_trials, postgres, quick)
+        serial, _, serial_wall = one(data, workdir, 1, n_trials, postgres, quick)
         print(f"[{NAME}] 1 worker: {serial:.0f} trials/h ({serial_wall:.0f} s)", flush=True)
-        parallel, parallel_wall = one(data, workdir, 2, n_trials, postgres, quick)
-        print(f"[{NAME}] 2 workers: {parallel:.0f} trials/h ({parallel_wall:.0f} s)", flush=True)
-    ratio = parallel / serial
+        parallel, busy, parallel_wall = one(data, workdir, 2, n_trials, postgres, quick)
+        print(f"[{NAME}] 2 workers: {parallel:.0f} trials/h, {busy:.0f} while both busy ({parallel_wall:.0f} s)",
+              flush=True)
+    ratio, busy_ratio = parallel / serial, busy / serial
     storage = "PostgreSQL" if postgres else "SQLite"
     ceiling_figures = [] if quick else [
         Figure(NAME, "ceiling: bare Keras fits, 2 processes / 1", ceiling, "x",
@@ -138,7 +164,10 @@ def run(quick: bool, data: Path, postgres: bool = False) -> list[Figure]:
         Figure(NAME, "1 worker trials/hour", serial, "/h",
                note=f"{n_trials} trials, {storage}; command {serial_wall:.0f} s"),
         Figure(NAME, "2 workers trials/hour", parallel, "/h", note=f"command {parallel_wall:.0f} s"),
-        Figure(NAME, "2 workers / 1 worker", ratio, "x", ">= 1.7x", check(ratio, 1.7, False)),
+        Figure(NAME, "2 workers / 1 worker", ratio, "x", ">= 1.7x", check(ratio, 1.7, False),
+               note="over the study's span, its tail included"),
+        Figure(NAME, "2 workers / 1 worker, while both are busy", busy_ratio, "x",
+               note="each worker's trials over its own span: the steady state of a long study"),
         *ceiling_figures,
         Figure(NAME, "2 workers / 1 worker, whole command", serial_wall / parallel_wall, "x",
                note="start-up, refit and report included"),

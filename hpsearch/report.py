@@ -11,6 +11,7 @@ import importlib.util
 import json
 import math
 import sys
+import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +30,7 @@ from mlflow.exceptions import MlflowException
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
 
 from hpsearch.config import tracking_uri as resolve_uri
-from hpsearch.errors import TrackingError, mask_credentials
+from hpsearch.errors import TrackingError, mask_credentials, mask_credentials_in_text
 
 MAX_CURVE_PANELS = 12
 
@@ -352,3 +353,29 @@ def report_command(experiment: str, folder: Path, tracking_uri: str | None = Non
     if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
         raise TrackingError(f"no MLflow store at {uri} (run a study first, or give the tracking URI it used)")
     return write_report(collect(MlflowClient(uri), experiment), folder)
+
+
+def report_process_main() -> int:
+    """``python -m hpsearch.report``: the tracker's report process, started while the best model is refitted.
+
+    Its imports run first; then it reads one JSON line ``{"uri", "experiment", "run_id"}`` from stdin (EOF:
+    the study ended without a report), collects that study run, draws the report and attaches it under
+    ``report/``. A failure is one line on stderr and exit code 1.
+    """
+    line = sys.stdin.readline()
+    if not line.strip():
+        return 0
+    request = json.loads(line)
+    try:
+        client = MlflowClient(request["uri"])
+        with tempfile.TemporaryDirectory(prefix="hpsearch-report-") as folder:
+            record = collect(client, request["experiment"], request["run_id"])
+            log_report(client, request["run_id"], write_report(record, Path(folder)))
+    except Exception as exc:  # reported by the tracker as a warning: the study is recorded already
+        print(mask_credentials_in_text(f"{type(exc).__name__}: {exc}".splitlines()[0]), file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(report_process_main())

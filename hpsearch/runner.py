@@ -7,8 +7,9 @@
 from __future__ import annotations
 
 import contextlib
+import gc
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -48,18 +49,19 @@ def run_search(name: str, strategy: Strategy, evaluator: Evaluator, tracker: Tra
     strategy.share_run_id(study_run)
     tracker.close_killed_trials(strategy.killed_trials())
     try:
-        trials = strategy.run_search(evaluator)
-        if refit is not None:
-            trials += strategy.wait_for_others(evaluator)
-        trials = strategy.study_results(trials)
-        if report and refit is not None:
-            tracker.start_report()
-        result = StudyResult(name, trials, evaluator.scoring, study_run_id=study_run,
-                             experiment_id=tracker.experiment_id, tracking_uri=tracker.tracking_uri)
-        if result.best is not None and refit is not None:
-            result.best_estimator = refit(result.best.params)
-            if test is not None:
-                result.test_score = evaluator.score(result.best_estimator, *test)
+        with _heap_frozen():
+            trials = strategy.run_search(evaluator)
+            if refit is not None:
+                trials += strategy.wait_for_others(evaluator)
+            trials = strategy.study_results(trials)
+            if report and refit is not None:
+                tracker.start_report()
+            result = StudyResult(name, trials, evaluator.scoring, study_run_id=study_run,
+                                 experiment_id=tracker.experiment_id, tracking_uri=tracker.tracking_uri)
+            if result.best is not None and refit is not None:
+                result.best_estimator = refit(result.best.params)
+                if test is not None:
+                    result.test_score = evaluator.score(result.best_estimator, *test)
     except BaseException as exc:  # Ctrl-C or a bug: close the MLflow runs, never leave them RUNNING
         interrupted = isinstance(exc, KeyboardInterrupt)
         tracker.abort("interrupted (Ctrl-C)" if interrupted else f"{type(exc).__name__}: {exc}",
@@ -71,6 +73,17 @@ def run_search(name: str, strategy: Strategy, evaluator: Evaluator, tracker: Tra
     extra = {"tracking_uri": mask_credentials(tracker.tracking_uri or "")}
     tracker.end_study(result, extra, status="FINISHED" if result.best is not None else "FAILED")
     return result
+
+
+@contextlib.contextmanager
+def _heap_frozen() -> Iterator[None]:
+    """Leave what is alive before the search (TensorFlow's, MLflow's and the data's objects) out of the
+    garbage collections between trials: a full collection walks ~0.5 M such objects (~0.2 s) otherwise."""
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
 
 
 # Study params that do not change what a trial computes: a resumed study may differ in these.

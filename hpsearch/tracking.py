@@ -10,8 +10,9 @@ Layout of one study (the contract users and tests rely on):
   cross-validating), ``score``/``score_std``/``fold<k>/score``, ``epochs``, ``duration_s``, tag
   ``hpsearch.state`` (finished / pruned / failed) and ``hpsearch.reason``, and the trained model
   (the first fold's) under ``model/``.
-Metrics go out in batches (``log_batch``), at most one call every couple of seconds per trial. A trial's curves,
-its model upload and the study's report go out on one upload thread, in order, while training goes on.
+Metrics go out in batches (``log_batch``), at most one call every couple of seconds per trial. A trial's curves
+and its model upload go out on one upload thread, in order, while training goes on; the study's report is drawn
+in a child process during the refit.
 A server that fails is retried with backoff (``$HPSEARCH_TRACKING_RETRY_SECONDS`` per operation); what it
 missed is kept and sent when it answers again.
 """
@@ -25,6 +26,8 @@ import math
 import os
 import re
 import socket
+import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -66,6 +69,10 @@ _log = logging.getLogger(__name__)
 for _name, _level in (("mlflow", logging.WARNING), ("mlflow.sklearn", logging.ERROR), ("alembic", logging.WARNING)):
     logging.getLogger(_name).setLevel(_level)
 _MAX_BATCH = 1000
+_REPORT_SECONDS = 600.0
+# ``python -m hpsearch.report`` at a lower CPU priority (os.nice: POSIX only)
+_REPORT_PROCESS = ("import os, runpy; hasattr(os, 'nice') and os.nice(10); "
+                   "runpy.run_module('hpsearch.report', run_name='__main__', alter_sys=True)")
 STATUS = {"finished": "FINISHED", "pruned": "FINISHED", "failed": "FAILED"}
 
 
@@ -321,6 +328,15 @@ def _save_model(estimator: Any, target: Path) -> None:
                               pip_requirements=_pip_requirements())
 
 
+def _child_env() -> dict[str, str]:
+    """This process' environment, with this hpsearch first on the path when it runs from a checkout that may not
+    be installed (an installed one is found anyway; site-packages ahead of the standard library could shadow it)."""
+    env, root = dict(os.environ), Path(__file__).resolve().parents[1]
+    if not {"site-packages", "dist-packages"} & set(root.parts):
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(root), env.get("PYTHONPATH")]))
+    return env
+
+
 def _warm_model_saving() -> None:
     """Save a throwaway model once: MLflow's first save in a process checks the requirements against every
     installed package (~0.6 s), which is better paid on the upload thread than in the first trial's."""
@@ -478,19 +494,29 @@ class MlflowTracker:
                          run.name, exc)
 
     def start_report(self) -> None:
-        """Draw the study's report (``report/`` on the study run) behind the refit, once every trial is uploaded."""
-        self._in_background(self._log_report)
+        """Draw the study's report (``report/`` on the study run) behind the refit, once every trial is uploaded.
 
-    def _log_report(self) -> None:
-        """Collect the study's trials, draw them and attach the files; never fails the study."""
-        from hpsearch.report import collect, log_report, write_report
+        It is drawn in a child process (:func:`hpsearch.report.report_process_main`), which starts now so that its
+        imports overlap the refit: Keras' training loop holds the GIL most of the time, so plotting on a thread
+        of this process slowed the refit by about as long as the plotting took. The child runs at a lower CPU
+        priority: on a machine whose cores the refit keeps busy, it takes what the refit leaves.
+        """
+        process = subprocess.Popen([sys.executable, "-c", _REPORT_PROCESS], stdin=subprocess.PIPE,
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=_child_env())
+        self._in_background(lambda: self._log_report(process))
 
+    def _log_report(self, process: subprocess.Popen) -> None:
+        """Hand the study to the report process and wait for it; a report that fails never fails the study."""
+        request = {"uri": self.tracking_uri, "experiment": self.experiment_name, "run_id": self.study.run_id}
         try:
-            with tempfile.TemporaryDirectory(prefix="hpsearch-report-") as folder:
-                record = collect(self.client, self.experiment_name, self.study.run_id)
-                log_report(self.client, self.study.run_id, write_report(record, Path(folder)))
-        except Exception as exc:  # the study is recorded already; a plot must not turn it into an error
-            _log.warning("hpsearch: the study report was not logged: %s", exc)
+            _, errors = process.communicate(json.dumps(request) + "\n", timeout=_REPORT_SECONDS)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.communicate()
+            errors = f"no report after {_REPORT_SECONDS:g} s"
+        if process.returncode != 0:
+            reason = errors.strip().splitlines()[-1] if errors.strip() else f"exit code {process.returncode}"
+            _log.warning("hpsearch: the study report was not logged: %s", reason)
 
     def _in_background(self, task: Callable[[], None]) -> None:
         """Queue ``task`` on the tracker's upload thread (one thread: tasks run in the order queued)."""

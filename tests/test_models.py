@@ -136,6 +136,29 @@ def test_steps_per_execution_changes_speed_not_training():
     np.testing.assert_allclose(one.predict(X), keras_predict, rtol=1e-6)
 
 
+def test_fixed_step_counts_halve_the_data_iterators_and_change_nothing_else(monkeypatch):
+    from keras.src.backend.tensorflow.trainer import TFEpochIterator
+
+    X, y = sorted_binary()
+    y = y.astype("float32")
+    made = []
+    original = TFEpochIterator._get_iterator
+    monkeypatch.setattr(TFEpochIterator, "_get_iterator", lambda self: made.append(self) or original(self))
+
+    def fitted() -> tuple[KerasRegressor, int]:
+        made.clear()
+        reg = KerasRegressor(build_mlp, epochs=4, batch_size=8, random_state=0, verbose=0, steps_per_execution=4)
+        return reg.fit(X, y, validation_data=(X[:10], y[:10])), len(made)
+
+    ours, ours_made = fitted()
+    monkeypatch.setattr(KerasRegressor, "_fixed_steps", staticmethod(lambda X, fit_args: {}))  # Keras' own counting
+    stock, stock_made = fitted()
+    assert (ours_made, stock_made) == (2 * (4 + 1), 4 * 4)  # one per pass (+ one spare each) vs four per epoch
+    for key in ("loss", "val_loss"):
+        np.testing.assert_allclose(ours.history_[key], stock.history_[key], rtol=1e-6)
+    np.testing.assert_allclose(ours.predict(X), stock.predict(X), rtol=1e-6)
+
+
 def test_a_factorys_own_steps_per_execution_wins():
     X, y = sorted_binary()
 

@@ -10,6 +10,7 @@ import pytest
 from conftest import tiny_study
 from mlflow import MlflowClient
 
+from hpsearch import tracking
 from hpsearch.config import parse_study
 from hpsearch.errors import TrackingError
 from hpsearch.report import (
@@ -25,6 +26,7 @@ from hpsearch.report import (
     write_report,
 )
 from hpsearch.runner import run_study
+from hpsearch.tracking import MlflowTracker
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 ALL_PLOTS = {"learning_curves.png", "score_vs_learning_rate.png", "score_vs_depth_width.png",
@@ -58,6 +60,26 @@ def test_a_study_run_gets_its_report(store):
     client = MlflowClient(store)
     study = collect(client, "report").study_run_id
     assert {a.path for a in client.list_artifacts(study, "report")} == {f"report/{name}" for name in ALL_PLOTS}
+
+
+def test_a_report_that_fails_is_a_warning_and_the_study_goes_on(tmp_path, monkeypatch, caplog):
+    monkeypatch.chdir(tmp_path)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    tracker = MlflowTracker(uri, "reported", log_models=False)
+    tracker.start_study("reported", {"seed": 1}, "name: reported\n", resume=False)
+    MlflowClient(uri).rename_experiment(tracker.experiment_id, "renamed-meanwhile")  # the report cannot find it
+    tracker.start_report()
+    tracker.wait()  # no exception
+    assert "the study report was not logged: TrackingError: no MLflow experiment named 'reported'" in caplog.text
+    tracker.abort("test over", status="FINISHED")
+    assert MlflowClient(uri).get_run(tracker.study.run_id).info.status == "FINISHED"
+
+
+def test_the_report_process_ends_quietly_when_its_study_never_asks():
+    """A tracker that dies (or aborts) before the refit is over closes the pipe: the process just exits."""
+    done = subprocess.run([sys.executable, "-c", tracking._REPORT_PROCESS], input="", capture_output=True, text=True,
+                          timeout=120)
+    assert (done.returncode, done.stderr) == (0, "")
 
 
 @pytest.mark.slow

@@ -52,6 +52,33 @@ def limit_threads(n_threads: int | None) -> None:
         tf.config.threading.set_inter_op_parallelism_threads(n_threads)
 
 
+def _keep_unused_iterators() -> None:
+    """Let Keras' cached validation iterator keep the data iterator it made for its next pass.
+
+    Keras 3 makes the next pass's tf.data iterator at the end of each pass (~10 ms each), but ``evaluate``
+    resets its iterator first and throws that one away: with validation after every epoch, half the iterators
+    a fit makes were never used. Keeping an iterator that was never read changes nothing else (Keras reuses it
+    when the pass has a fixed number of steps, which :mod:`hpsearch.models.wrappers` gives it).
+    """
+    from keras.src.trainers.epoch_iterator import EpochIterator
+
+    original = EpochIterator.reset
+    if getattr(original, "_hpsearch", False):
+        return
+
+    def reset(self: EpochIterator) -> None:
+        unused = getattr(self, "_steps_seen", None) == 0 and getattr(self, "steps_per_epoch", None)
+        kept = getattr(self, "_current_iterator", None) if unused else None
+        original(self)
+        if kept is not None:
+            self._current_iterator = kept
+
+    reset._hpsearch = True
+    EpochIterator.reset = reset
+
+
+_keep_unused_iterators()
+
 _FULL_COLLECT_EVERY = 10  # a full gc.collect() takes ~0.1-0.5 s with TensorFlow loaded: not before every fit
 _sessions = 0
 
