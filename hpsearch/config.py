@@ -223,6 +223,7 @@ class TrackingConfig(_Strict):
     uri: str | None = None
     experiment: str | None = None
     log_models: bool = True
+    report: bool = True
 
     def resolved_uri(self) -> str:
         """The tracking URI in force: the study file's, else ``MLFLOW_TRACKING_URI``, else local SQLite."""

@@ -222,7 +222,7 @@ def run_study(study: StudyConfig, study_text: str, observer: TrialObserver | Non
     with executor or contextlib.nullcontext():
         result = run_search(study.name, plan.strategy, evaluator, tracker, {**_study_params(plan, scoring), **auto},
                             study_text, None if worker else refit, test=(data.X_test, data.y_test),
-                            observer=observer, report=True)
+                            observer=observer, report=study.tracking.report)
     return result
 
 

@@ -62,6 +62,17 @@ def test_a_study_run_gets_its_report(store):
     assert {a.path for a in client.list_artifacts(study, "report")} == {f"report/{name}" for name in ALL_PLOTS}
 
 
+def test_a_study_with_report_off_records_everything_but_the_report(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    result = run_study(parse_study(tiny_study(name="unreported", search__n_trials=1, search__cv=None,
+                                              tracking__uri=uri, tracking__report=False)), "")
+    client = MlflowClient(uri)
+    artifacts = {a.path for a in client.list_artifacts(result.study_run_id)}
+    assert "model" in artifacts and "report" not in artifacts
+    assert client.get_run(result.study_run_id).info.status == "FINISHED"
+
+
 def test_a_report_that_fails_is_a_warning_and_the_study_goes_on(tmp_path, monkeypatch, caplog):
     monkeypatch.chdir(tmp_path)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
