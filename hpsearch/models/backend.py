@@ -60,10 +60,12 @@ def _keep_unused_iterators() -> None:
     a fit makes were never used. Keeping an iterator that was never read changes nothing else (Keras reuses it
     when the pass has a fixed number of steps, which :mod:`hpsearch.models.wrappers` gives it).
     """
-    from keras.src.trainers.epoch_iterator import EpochIterator
-
-    original = EpochIterator.reset
-    if getattr(original, "_hpsearch", False):
+    try:  # a private module: a Keras that moved it keeps its own behaviour (and the fixed step counts still help)
+        from keras.src.trainers.epoch_iterator import EpochIterator
+    except ImportError:
+        return
+    original = getattr(EpochIterator, "reset", None)
+    if original is None or getattr(original, "_hpsearch", False):
         return
 
     def reset(self: EpochIterator) -> None:
