@@ -61,6 +61,12 @@ SAME_WORK = ["search.space={learning_rate: {float: [3.0e-4, 3.0e-2], log: true}}
              "model.params={optimizer: sgd, loss: mse, n_hidden: 2, n_neurons: 30}", "training.early_stopping=null"]
 
 
+def _per_hour(trials: list[Any]) -> float:
+    """Trials per hour over the span of ``trials``: first start to last completion."""
+    span = (max(t.datetime_complete for t in trials) - min(t.datetime_start for t in trials)).total_seconds()
+    return 3600 * len(trials) / span
+
+
 def _busy_rate(trials: list[Any], tracking_uri: str, experiment: str) -> float:
     """Trials per hour while every worker is busy: each worker's trials over its own span, summed.
 
@@ -74,12 +80,7 @@ def _busy_rate(trials: list[Any], tracking_uri: str, experiment: str) -> float:
     runs = client.search_runs([client.get_experiment_by_name(experiment).experiment_id],
                               "tags.`hpsearch.role` = 'trial'")
     process = {int(r.data.tags["hpsearch.trial"]): r.data.tags["hpsearch.process"] for r in runs}
-    rate = 0.0
-    for worker in set(process.values()):
-        own = [t for t in trials if process.get(t.number) == worker]
-        span = (max(t.datetime_complete for t in own) - min(t.datetime_start for t in own)).total_seconds()
-        rate += 3600 * len(own) / span
-    return rate
+    return sum(_per_hour([t for t in trials if process.get(t.number) == worker]) for worker in set(process.values()))
 
 
 def one(data: Path, workdir: Path, workers: int, n_trials: int, postgres: bool,
@@ -102,8 +103,7 @@ def one(data: Path, workdir: Path, workers: int, n_trials: int, postgres: bool,
         wall = time.perf_counter() - started
         trials = [t for t in optuna.load_study(study_name=raw["name"], storage=storage).trials
                   if t.datetime_complete is not None]
-        span = (max(t.datetime_complete for t in trials) - min(t.datetime_start for t in trials)).total_seconds()
-        return 3600 * len(trials) / span, _busy_rate(trials, raw["tracking"]["uri"], raw["name"]), wall
+        return _per_hour(trials), _busy_rate(trials, raw["tracking"]["uri"], raw["name"]), wall
     finally:
         _drop(database)
 
