@@ -254,9 +254,10 @@ def cmd_best(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from hpsearch.report import report_command
+    from hpsearch.report import write_report
+    from hpsearch.tracking import read_study
 
-    files = report_command(args.experiment, args.out, args.tracking_uri)
+    files = write_report(read_study(args.experiment, args.tracking_uri), args.out)
     for path in files:
         console.print(str(path), highlight=False, soft_wrap=True)
     if not files:

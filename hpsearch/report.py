@@ -1,7 +1,7 @@
 """A study's report: PNG plots of what MLflow recorded (the layout is in :mod:`hpsearch.tracking`).
 
-:func:`collect` is the only function that reads MLflow; it returns plain data (:class:`StudyRecord`).
-:func:`write_report` draws that data on matplotlib's Agg canvas (no pyplot, no Keras) and skips each
+:func:`write_report` draws a :class:`~hpsearch.recorded.StudyRecord` (read from MLflow by
+:func:`hpsearch.tracking.collect`) on matplotlib's Agg canvas (no pyplot, no Keras, no MLflow) and skips each
 plot the record cannot support, e.g. the score plots when no trial finished.
 """
 
@@ -11,9 +11,7 @@ import importlib.util
 import json
 import math
 import sys
-import tempfile
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,100 +23,15 @@ from matplotlib.cm import ScalarMappable
 from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
-from mlflow import MlflowClient
-from mlflow.exceptions import MlflowException
-from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
 
-from hpsearch.config import tracking_uri as resolve_uri
-from hpsearch.errors import TrackingError, mask_credentials, mask_credentials_in_text
+from hpsearch.importance import optuna_study, param_importances, param_names, spans_decade
+from hpsearch.recorded import StudyRecord, TrialRecord, is_number
 
 MAX_CURVE_PANELS = 12
 
 
-@dataclass
-class TrialRecord:
-    """One trial run: parsed params, state, score (finished trials only), loss curves as (step, value)."""
-
-    number: int
-    state: str
-    params: dict[str, Any]
-    score: float | None
-    curves: dict[str, list[tuple[int, float]]]
-
-    @property
-    def finished(self) -> bool:
-        return self.state == "finished" and self.score is not None
-
-
-@dataclass
-class StudyRecord:
-    """A study run and its trials; the curves are fold 0's when the study cross-validated (``cv``)."""
-
-    experiment: str
-    study_run_id: str
-    name: str
-    scoring: str
-    cv: bool
-    trials: list[TrialRecord]
-
-    @property
-    def finished(self) -> list[TrialRecord]:
-        return [t for t in self.trials if t.finished]
-
-
-def parse_param(text: str) -> Any:
-    """An MLflow param string back to its number (or list of numbers); anything else stays a string."""
-    try:
-        value = json.loads(text)
-    except ValueError:
-        return text
-    if _is_number(value) or (isinstance(value, list) and value and all(_is_number(v) for v in value)):
-        return value
-    return text
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
 def _finite(value: float) -> bool:
     return math.isfinite(value) and abs(value) < sys.float_info.max  # SQL stores keep +-inf as +-max float
-
-
-def collect(client: MlflowClient, experiment_name: str, study_run_id: str | None = None) -> StudyRecord:
-    """The newest study run of ``experiment_name`` (or ``study_run_id``) and its trial runs, as plain data."""
-    where = mask_credentials(client.tracking_uri)
-    try:
-        experiment = client.get_experiment_by_name(experiment_name)
-        if experiment is None:
-            raise TrackingError(f"no MLflow experiment named {experiment_name!r} at {where}")
-        if study_run_id is None:
-            newest = client.search_runs([experiment.experiment_id], "tags.`hpsearch.role` = 'study'",
-                                        order_by=["attributes.start_time DESC"], max_results=1)
-            if not newest:
-                raise TrackingError(f"experiment {experiment_name!r} has no hpsearch study run at {where}")
-            study_run_id = newest[0].info.run_id
-        study = client.get_run(study_run_id)
-        runs, token = [], None
-        while token != "":
-            page = client.search_runs([study.info.experiment_id], f"tags.`mlflow.parentRunId` = '{study_run_id}'",
-                                      max_results=1000, page_token=token)
-            runs, token = runs + list(page), page.token or ""
-        cv = any("fold0/loss" in run.data.metrics for run in runs)
-        trials = [_trial(client, run, "fold0/" if cv else "") for run in runs]
-    except MlflowException as exc:
-        raise TrackingError(f"cannot read MLflow at {where}: {exc.message}") from None
-    return StudyRecord(experiment_name, study_run_id, study.data.tags.get("hpsearch.study", study.info.run_name),
-                       study.data.params.get("scoring", "score"), cv, sorted(trials, key=lambda t: t.number))
-
-
-def _trial(client: MlflowClient, run: Any, prefix: str) -> TrialRecord:
-    curves = {key: sorted((m.step, m.value) for m in client.get_metric_history(run.info.run_id, prefix + key))
-              for key in ("loss", "val_loss")}
-    state = run.data.tags.get("hpsearch.state", "failed")
-    return TrialRecord(int(run.data.tags.get("hpsearch.trial", -1)), state,
-                       {k: parse_param(v) for k, v in run.data.params.items()},
-                       run.data.metrics.get("score") if state == "finished" else None, curves)
 
 
 def curve_x(steps: Sequence[int], training: bool) -> list[float]:
@@ -127,15 +40,11 @@ def curve_x(steps: Sequence[int], training: bool) -> list[float]:
     return [step + (0.5 if training else 1.0) for step in steps]
 
 
-def _spans_decade(low: float, high: float) -> bool:
-    return low > 0 and high / low > 10
-
-
 def normalise(values: Sequence[float]) -> tuple[np.ndarray, bool]:
     """``values`` scaled to [0, 1] (NaN kept; 0.5 if constant), in log10 when they span over a decade."""
     array = np.asarray(values, dtype=float)
     low, high = np.nanmin(array), np.nanmax(array)
-    log = bool(_spans_decade(low, high))
+    log = bool(spans_decade(low, high))
     if log:
         array, low, high = np.log10(array), math.log10(low), math.log10(high)
     return (np.full_like(array, 0.5) if high == low else (array - low) / (high - low)), log
@@ -144,14 +53,10 @@ def normalise(values: Sequence[float]) -> tuple[np.ndarray, bool]:
 def _numeric(trials: Sequence[TrialRecord], name: str) -> tuple[list[float], str] | None:
     """Param ``name`` per trial as a float (NaN where absent, a list's mean for layer lists) and its label."""
     present = [t.params[name] for t in trials if name in t.params]
-    if not present or not all(_is_number(v) or isinstance(v, list) for v in present):
+    if not present or not all(is_number(v) or isinstance(v, list) for v in present):
         return None
     values = [float(np.mean(t.params[name])) if name in t.params else math.nan for t in trials]
     return values, name + (" (lists: mean width)" if any(isinstance(v, list) for v in present) else "")
-
-
-def _param_names(trials: Sequence[TrialRecord]) -> list[str]:
-    return list(dict.fromkeys(name for t in trials for name in t.params))
 
 
 def _score_label(record: StudyRecord) -> str:
@@ -230,7 +135,7 @@ def _optimization_history(record: StudyRecord) -> Figure | None:
 
 def _parallel_coordinates(record: StudyRecord) -> Figure | None:
     finished = record.finished
-    columns = [c for c in (_numeric(finished, n) for n in _param_names(finished)) if c is not None]
+    columns = [c for c in (_numeric(finished, n) for n in param_names(finished)) if c is not None]
     if not columns:
         return None
     scores = [t.score for t in finished]
@@ -253,47 +158,6 @@ def _parallel_coordinates(record: StudyRecord) -> Figure | None:
     return fig
 
 
-def _distribution(values: list[Any]) -> BaseDistribution:
-    """The Optuna distribution the observed values fit: int / float (log over a decade) / categorical."""
-    if all(isinstance(v, int) and _is_number(v) for v in values):
-        return IntDistribution(min(values), max(values), log=_spans_decade(min(values), max(values)))
-    if all(_is_number(v) for v in values):
-        low, high = float(min(values)), float(max(values))
-        return FloatDistribution(low, high, log=_spans_decade(low, high))
-    return CategoricalDistribution(sorted({_choice(v) for v in values}))
-
-
-def _choice(value: Any) -> str:
-    return json.dumps(value) if isinstance(value, list) else str(value)
-
-
-def _optuna_value(value: Any, distribution: BaseDistribution) -> Any:
-    if isinstance(distribution, CategoricalDistribution):
-        return _choice(value)
-    return float(value) if isinstance(distribution, FloatDistribution) else value
-
-
-def _optuna_study(record: StudyRecord) -> optuna.Study:
-    """An in-memory Optuna study of the finished trials, with distributions inferred from their values."""
-    finished = record.finished
-    distributions = {n: _distribution([t.params[n] for t in finished if n in t.params]) for n in _param_names(finished)}
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(study_name=record.name, direction="maximize")
-    study.add_trials([optuna.trial.create_trial(
-        params={n: _optuna_value(v, distributions[n]) for n, v in t.params.items()},
-        distributions={n: distributions[n] for n in t.params}, value=t.score) for t in finished])
-    return study
-
-
-def param_importances(record: StudyRecord) -> dict[str, float]:
-    """Optuna's importance of each varying param over the finished trials (best first); {} when it cannot say."""
-    finished = record.finished
-    varying = [n for n in _param_names(finished) if len({_choice(t.params.get(n)) for t in finished}) > 1]
-    if len(finished) < 2 or not varying:
-        return {}
-    return optuna.importance.get_param_importances(_optuna_study(record), params=varying)
-
-
 def _importance_plot(record: StudyRecord, importances: dict[str, float]) -> Figure | None:
     if not importances:
         return None
@@ -310,7 +174,7 @@ def _write_interactive(record: StudyRecord, path: Path) -> bool:
     """Optuna's plotly figures on one HTML page, only where plotly is installed."""
     if importlib.util.find_spec("plotly") is None or len(record.finished) < 2:
         return False
-    study, vis = _optuna_study(record), optuna.visualization
+    study, vis = optuna_study(record), optuna.visualization
     figures = [vis.plot_optimization_history(study), vis.plot_parallel_coordinate(study),
                vis.plot_param_importances(study)]
     body = "\n".join(f.to_html(full_html=False, include_plotlyjs=i == 0) for i, f in enumerate(figures))
@@ -319,8 +183,11 @@ def _write_interactive(record: StudyRecord, path: Path) -> bool:
     return True
 
 
-def write_report(record: StudyRecord, folder: Path) -> list[Path]:
-    """Write the report's PNGs (and ``interactive.html`` where plotly is installed); returns the files written."""
+def write_report(record: StudyRecord, folder: Path, importances: dict[str, float] | None = None) -> list[Path]:
+    """Write the report's PNGs (and ``interactive.html`` where plotly is installed); returns the files written.
+
+    ``importances``: :func:`~hpsearch.importance.param_importances` of ``record`` when already computed.
+    """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     figures = {
@@ -329,7 +196,8 @@ def write_report(record: StudyRecord, folder: Path) -> list[Path]:
         "score_vs_depth_width.png": _score_vs(record, ["n_hidden", "n_neurons"], "score vs depth and width"),
         "optimization_history.png": _optimization_history(record),
         "parallel_coordinates.png": _parallel_coordinates(record),
-        "param_importance.png": _importance_plot(record, param_importances(record)),
+        "param_importance.png": _importance_plot(record, param_importances(record) if importances is None
+                                                  else importances),
     }
     written = []
     for name, fig in figures.items():
@@ -341,38 +209,21 @@ def write_report(record: StudyRecord, folder: Path) -> list[Path]:
     return written
 
 
-def log_report(client: MlflowClient, study_run_id: str, files: Sequence[Path]) -> None:
-    """Attach the report's files to the study run, under ``report/``."""
-    for path in files:
-        client.log_artifact(study_run_id, str(path), "report")
-
-
-def report_command(experiment: str, folder: Path, tracking_uri: str | None = None) -> list[Path]:
-    """``hpsearch report EXPERIMENT --out FOLDER``: the newest study of ``experiment`` drawn into ``folder``."""
-    uri = resolve_uri(tracking_uri)
-    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
-        raise TrackingError(f"no MLflow store at {uri} (run a study first, or give the tracking URI it used)")
-    return write_report(collect(MlflowClient(uri), experiment), folder)
-
-
 def report_process_main() -> int:
     """``python -m hpsearch.report``: the tracker's report process, started while the best model is refitted.
 
-    Its imports run first; then it reads one JSON line ``{"uri", "experiment", "run_id"}`` from stdin (EOF:
-    the study ended without a report), collects that study run, draws the report and attaches it under
-    ``report/``. A failure is one line on stderr and exit code 1.
+    Its imports run first; then it reads one JSON line ``{"folder", "record", "importances"}`` from stdin (EOF:
+    the study ended without a report) and draws the record (:meth:`StudyRecord.to_dict`) into the folder, which
+    the tracker attaches to the study run. A failure is one line on stderr and exit code 1.
     """
     line = sys.stdin.readline()
     if not line.strip():
         return 0
-    request = json.loads(line)
     try:
-        client = MlflowClient(request["uri"])
-        with tempfile.TemporaryDirectory(prefix="hpsearch-report-") as folder:
-            record = collect(client, request["experiment"], request["run_id"])
-            log_report(client, request["run_id"], write_report(record, Path(folder)))
+        request = json.loads(line)
+        write_report(StudyRecord.from_dict(request["record"]), Path(request["folder"]), request["importances"])
     except Exception as exc:  # reported by the tracker as a warning: the study is recorded already
-        print(mask_credentials_in_text(f"{type(exc).__name__}: {exc}".splitlines()[0]), file=sys.stderr)
+        print(f"{type(exc).__name__}: {exc}".splitlines()[0], file=sys.stderr)
         return 1
     return 0
 

@@ -47,6 +47,8 @@ from mlflow.exceptions import MlflowException
 
 from hpsearch.config import tracking_uri as resolve_uri
 from hpsearch.errors import ConfigError, TrackingError, mask_credentials, mask_credentials_in_text
+from hpsearch.importance import param_importances
+from hpsearch.recorded import StudyRecord, TrialRecord, parse_param
 from hpsearch.results import StudyResult, TrialResult
 
 PACKAGES = ("hpsearch", "tensorflow", "keras", "scikeras", "scikit-learn", "optuna", "mlflow", "numpy", "scipy")
@@ -68,7 +70,7 @@ _log = logging.getLogger(__name__)
 # MLflow's chatter (schema migrations, the pickle-format caution we chose knowingly) is not the user's concern.
 for _name, _level in (("mlflow", logging.WARNING), ("mlflow.sklearn", logging.ERROR), ("alembic", logging.WARNING)):
     logging.getLogger(_name).setLevel(_level)
-_MAX_BATCH = 1000
+_MAX_BATCH, _MAX_BATCH_PARAMS, _MAX_BATCH_TAGS = 1000, 100, 100  # MLflow's log_batch limits
 _REPORT_SECONDS = 600.0
 # ``python -m hpsearch.report`` at a lower CPU priority (os.nice: POSIX only)
 _REPORT_PROCESS = ("import os, runpy; hasattr(os, 'nice') and os.nice(10); "
@@ -131,6 +133,50 @@ def load_best(name: str, tracking_uri: str | None = None) -> Any:
         return mlflow.sklearn.load_model(f"models:/{name}@champion")
     _, run = latest_study_run(name, uri)
     return mlflow.sklearn.load_model(f"runs:/{run.info.run_id}/model")
+
+
+def collect(client: MlflowClient, experiment_name: str, study_run_id: str | None = None) -> StudyRecord:
+    """The newest study run of ``experiment_name`` (or ``study_run_id``) and its trial runs, as plain data."""
+    where = mask_credentials(client.tracking_uri)
+    try:
+        experiment = client.get_experiment_by_name(experiment_name)
+        if experiment is None:
+            raise TrackingError(f"no MLflow experiment named {experiment_name!r} at {where}")
+        if study_run_id is None:
+            newest = client.search_runs([experiment.experiment_id], "tags.`hpsearch.role` = 'study'",
+                                        order_by=["attributes.start_time DESC"], max_results=1)
+            if not newest:
+                raise TrackingError(f"experiment {experiment_name!r} has no hpsearch study run at {where}")
+            study_run_id = newest[0].info.run_id
+        study = client.get_run(study_run_id)
+        runs, token = [], None
+        while token != "":
+            page = client.search_runs([study.info.experiment_id], f"tags.`mlflow.parentRunId` = '{study_run_id}'",
+                                      max_results=1000, page_token=token)
+            runs, token = runs + list(page), page.token or ""
+        cv = any("fold0/loss" in run.data.metrics for run in runs)
+        trials = [_trial_record(client, run, "fold0/" if cv else "") for run in runs]
+    except MlflowException as exc:
+        raise TrackingError(f"cannot read MLflow at {where}: {exc.message}") from None
+    return StudyRecord(experiment_name, study_run_id, study.data.tags.get("hpsearch.study", study.info.run_name),
+                       study.data.params.get("scoring", "score"), cv, sorted(trials, key=lambda t: t.number))
+
+
+def _trial_record(client: MlflowClient, run: Any, prefix: str) -> TrialRecord:
+    curves = {key: sorted((m.step, m.value) for m in client.get_metric_history(run.info.run_id, prefix + key))
+              for key in ("loss", "val_loss")}
+    state = run.data.tags.get("hpsearch.state", "failed")
+    return TrialRecord(int(run.data.tags.get("hpsearch.trial", -1)), state,
+                       {k: parse_param(v) for k, v in run.data.params.items()},
+                       run.data.metrics.get("score") if state == "finished" else None, curves)
+
+
+def read_study(experiment: str, tracking_uri: str | None = None) -> StudyRecord:
+    """The newest study of ``experiment`` (what ``hpsearch report`` draws); a missing local store is an error."""
+    uri = resolve_uri(tracking_uri)
+    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
+        raise TrackingError(f"no MLflow store at {uri} (run a study first, or give the tracking URI it used)")
+    return collect(MlflowClient(uri), experiment)
 
 
 class TrackingUnavailable(Exception):
@@ -260,31 +306,24 @@ class _Run:
         self._retry(f"the record of {self.name}", self._send, wait=wait)
 
     def _send(self) -> None:
-        """Send the buffers, oldest first; what was buffered meanwhile stays for the next send."""
+        """Send the buffers, oldest first, params, tags and metrics together (MLflow's batch limits apply); what
+        was buffered meanwhile stays for the next send."""
         if self.run_id is None:
             self.run_id = self._create()
-        while batch := self._take(self._params, 100):
-            self.client.log_batch(self.run_id, params=batch)
-            self._drop(self._params, batch)
-        with self._lock:
-            tags = dict(self._tags)
-        if tags:
-            self.client.log_batch(self.run_id, tags=[RunTag(k, v) for k, v in tags.items()])
+        while True:
             with self._lock:
+                params, tags = self._params[:_MAX_BATCH_PARAMS], dict(list(self._tags.items())[:_MAX_BATCH_TAGS])
+                metrics = self._metrics[:_MAX_BATCH - len(params) - len(tags)]
+            if not (params or tags or metrics):
+                return
+            self.client.log_batch(self.run_id, metrics=metrics, params=params,
+                                  tags=[RunTag(k, v) for k, v in tags.items()])
+            with self._lock:
+                del self._params[:len(params)]
+                del self._metrics[:len(metrics)]
                 for key, value in tags.items():
                     if self._tags.get(key) == value:
                         del self._tags[key]
-        while batch := self._take(self._metrics, _MAX_BATCH):
-            self.client.log_batch(self.run_id, metrics=batch)
-            self._drop(self._metrics, batch)
-
-    def _take(self, buffer: list, size: int) -> list:
-        with self._lock:
-            return buffer[:size]
-
-    def _drop(self, buffer: list, sent: list) -> None:
-        with self._lock:
-            del buffer[:len(sent)]
 
     def stage_model(self, estimator: Any) -> None:
         """Save a fitted estimator as an MLflow model in a local folder now; :meth:`finish` uploads it."""
@@ -345,6 +384,19 @@ def _warm_model_saving() -> None:
     # only a head start: whatever goes wrong here goes wrong again, and is reported, where a trial's model is saved
     with contextlib.suppress(Exception), tempfile.TemporaryDirectory(prefix="hpsearch-warm-") as folder:
         _save_model(DummyRegressor().fit([[0.0]], [0.0]), Path(folder) / "model")
+
+
+def _draw_report(process: subprocess.Popen, request: str) -> str | None:
+    """Send the report process its one request and wait for it to exit: None, or why it failed."""
+    try:
+        _, errors = process.communicate(request + "\n", timeout=_REPORT_SECONDS)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.communicate()
+        return f"no report after {_REPORT_SECONDS:g} s"
+    if process.returncode == 0:
+        return None
+    return errors.strip().splitlines()[-1] if errors.strip() else f"exit code {process.returncode}"
 
 
 class MlflowTracker:
@@ -499,24 +551,34 @@ class MlflowTracker:
         It is drawn in a child process (:func:`hpsearch.report.report_process_main`), which starts now so that its
         imports overlap the refit: Keras' training loop holds the GIL most of the time, so plotting on a thread
         of this process slowed the refit by about as long as the plotting took. The child runs at a lower CPU
-        priority: on a machine whose cores the refit keeps busy, it takes what the refit leaves.
+        priority and only draws: this process reads the study back from MLflow and attaches the plots, so the
+        child never loads MLflow (a second or two of CPU taken from the refit on a machine it keeps busy).
         """
         process = subprocess.Popen([sys.executable, "-c", _REPORT_PROCESS], stdin=subprocess.PIPE,
                                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=_child_env())
         self._in_background(lambda: self._log_report(process))
 
     def _log_report(self, process: subprocess.Popen) -> None:
-        """Hand the study to the report process and wait for it; a report that fails never fails the study."""
-        request = {"uri": self.tracking_uri, "experiment": self.experiment_name, "run_id": self.study.run_id}
-        try:
-            _, errors = process.communicate(json.dumps(request) + "\n", timeout=_REPORT_SECONDS)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.communicate()
-            errors = f"no report after {_REPORT_SECONDS:g} s"
-        if process.returncode != 0:
-            reason = errors.strip().splitlines()[-1] if errors.strip() else f"exit code {process.returncode}"
-            _log.warning("hpsearch: the study report was not logged: %s", reason)
+        """Hand the study to the report process, wait for its plots and attach them; a report that fails never
+        fails the study (it is recorded already): it is a warning."""
+        with tempfile.TemporaryDirectory(prefix="hpsearch-report-") as folder:
+            try:
+                record = self._retry("reading the study back", lambda: collect(
+                    self.client, self.experiment_name, self.study.run_id))
+                request = {"folder": folder, "record": record.to_dict(), "importances": param_importances(record)}
+            except Exception as exc:
+                process.communicate("")  # EOF: the report process exits
+                _log.warning("hpsearch: the study report was not logged: %s: %s", type(exc).__name__, _short(exc))
+                return
+            failure = _draw_report(process, json.dumps(request))
+            if failure is None:
+                try:
+                    self._retry("the study report", lambda: self.client.log_artifacts(self.study.run_id, folder,
+                                                                                       "report"))
+                except (TrackingUnavailable, MlflowException) as exc:
+                    failure = _short(exc)
+            if failure is not None:
+                _log.warning("hpsearch: the study report was not logged: %s", failure)
 
     def _in_background(self, task: Callable[[], None]) -> None:
         """Queue ``task`` on the tracker's upload thread (one thread: tasks run in the order queued)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -11,22 +12,13 @@ from conftest import tiny_study
 from mlflow import MlflowClient
 
 from hpsearch import tracking
+from hpsearch.cli import main
 from hpsearch.config import parse_study
-from hpsearch.errors import TrackingError
-from hpsearch.report import (
-    StudyRecord,
-    TrialRecord,
-    collect,
-    curve_x,
-    log_report,
-    normalise,
-    param_importances,
-    parse_param,
-    report_command,
-    write_report,
-)
+from hpsearch.recorded import StudyRecord, TrialRecord, parse_param
+from hpsearch.importance import param_importances
+from hpsearch.report import curve_x, normalise, write_report
 from hpsearch.runner import run_study
-from hpsearch.tracking import MlflowTracker
+from hpsearch.tracking import MlflowTracker, collect
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 ALL_PLOTS = {"learning_curves.png", "score_vs_learning_rate.png", "score_vs_depth_width.png",
@@ -94,10 +86,11 @@ def test_the_report_process_ends_quietly_when_its_study_never_asks():
 
 
 @pytest.mark.slow
-def test_report_command_writes_every_plot(store, tmp_path):
-    files = report_command("report", tmp_path / "out", store)
+def test_report_command_writes_every_plot(store, tmp_path, capsys):
+    assert main(["report", "report", "--out", str(tmp_path / "out"), "--tracking-uri", store]) == 0
+    files = sorted((tmp_path / "out").iterdir())
     assert {p.name for p in files} == ALL_PLOTS  # plotly is not installed: no interactive.html
-    assert all(p.parent == tmp_path / "out" for p in files)
+    assert set(capsys.readouterr().out.split()) == {str(p) for p in files}
     assert_pngs(files)
 
 
@@ -122,21 +115,33 @@ def test_param_importances_cover_the_searched_params(store):
 
 
 @pytest.mark.slow
-def test_log_report_attaches_the_files_to_the_study_run(store, tmp_path):
-    client = MlflowClient(store)
-    record = collect(client, "report")
-    log_report(client, record.study_run_id, write_report(record, tmp_path))
-    logged = {a.path for a in client.list_artifacts(record.study_run_id, "report")}
-    assert logged == {f"report/{name}" for name in ALL_PLOTS}
+def test_the_report_process_draws_the_record_it_is_sent(store, tmp_path):
+    """What the tracker hands its report process: a folder, the record as JSON (NaN included), the importances."""
+    record = collect(MlflowClient(store), "report")
+    record.trials[0].curves["loss"].append((99, float("nan")))
+    request = json.dumps({"folder": str(tmp_path), "record": record.to_dict(), "importances": {"n_neurons": 1.0}})
+    done = subprocess.run([sys.executable, "-c", tracking._REPORT_PROCESS], input=request + "\n",
+                          capture_output=True, text=True, timeout=120)
+    assert (done.returncode, done.stderr) == (0, "")
+    assert {p.name for p in tmp_path.iterdir()} == ALL_PLOTS
+    assert_pngs(list(tmp_path.iterdir()))
+
+
+def test_records_survive_the_json_trip():
+    curve = [(0, 1.0), (1, float("inf"))]
+    record = StudyRecord("e", "run", "s", "r2", True, [TrialRecord(3, "finished", {"n_neurons": [30, 30]}, 0.5,
+                                                                  {"loss": curve, "val_loss": curve[:1]})])
+    assert StudyRecord.from_dict(json.loads(json.dumps(record.to_dict()))) == record
 
 
 @pytest.mark.slow
-def test_unknown_experiment_or_store_is_a_tracking_error(store, tmp_path):
-    with pytest.raises(TrackingError, match="no MLflow experiment named 'nope'"):
-        report_command("nope", tmp_path, store)
-    with pytest.raises(TrackingError, match="no MLflow store"):
-        report_command("report", tmp_path, f"sqlite:///{tmp_path / 'absent.db'}")
-    assert not (tmp_path / "absent.db").exists()
+def test_unknown_experiment_or_store_is_a_clear_error(store, tmp_path, capsys):
+    assert main(["report", "nope", "--out", str(tmp_path / "out"), "--tracking-uri", store]) == 2
+    assert "no MLflow experiment named 'nope'" in capsys.readouterr().err
+    absent = f"sqlite:///{tmp_path / 'absent.db'}"
+    assert main(["report", "report", "--out", str(tmp_path / "out"), "--tracking-uri", absent]) == 2
+    assert "no MLflow store" in capsys.readouterr().err
+    assert not (tmp_path / "absent.db").exists() and not (tmp_path / "out").exists()
 
 
 @pytest.mark.slow
@@ -148,8 +153,9 @@ def test_study_whose_trials_all_failed_still_reports(workdir, monkeypatch):
     run_study(parse_study(raw), "")
     record = collect(MlflowClient(uri), "all-failed")
     assert [t.state for t in record.trials] == ["failed"] and not record.finished
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)  # report_command's default
-    files = report_command("all-failed", workdir / "out", None)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)  # the report command's default
+    assert main(["report", "all-failed", "--out", str(workdir / "out")]) == 0
+    files = list((workdir / "out").iterdir())
     assert len(files) < len(ALL_PLOTS) and "optimization_history.png" not in {p.name for p in files}
     assert_pngs(files)
     assert param_importances(record) == {}
@@ -189,7 +195,7 @@ def test_layer_lists_categoricals_pruned_and_failed_trials(tmp_path):
     assert_pngs(files)
 
 
-def test_report_module_does_not_load_keras():
-    code = "import sys, hpsearch.report; print(sorted({'tensorflow', 'keras'} & set(sys.modules)))"
+def test_report_module_loads_neither_keras_nor_mlflow():
+    code = "import sys, hpsearch.report; print(sorted({'tensorflow', 'keras', 'mlflow'} & set(sys.modules)))"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]"
