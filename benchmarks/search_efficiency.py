@@ -104,8 +104,8 @@ def run_baseline(split: Split, sizes: Sizes) -> dict[str, Any]:
                                        random_state=42)
     rnd_search_cv.fit(data.X_train, data.y_train, epochs=sizes.epochs, validation_data=(data.X_valid, data.y_valid))
     wall = time.perf_counter() - started
-    return {"wall": wall, "test_mse": _mse(rnd_search_cv.best_estimator_, data.X_test, data.y_test),
-            "params": rnd_search_cv.best_params_}
+    params = {k: v.item() if isinstance(v, np.generic) else v for k, v in rnd_search_cv.best_params_.items()}
+    return {"wall": wall, "test_mse": _mse(rnd_search_cv.best_estimator_, data.X_test, data.y_test), "params": params}
 
 
 # -- hpsearch ---------------------------------------------------------------------------------------
@@ -294,7 +294,8 @@ def run(quick: bool, data: Path) -> list[Figure]:
         Figure(b, "baseline wall time (chapter RandomizedSearchCV)", baseline["wall"], "s",
                note=f"n_iter={sizes.baseline_iter} cv=3 epochs={sizes.epochs}, "
                f"EarlyStopping(patience={sizes.patience})"),
-        Figure(b, "baseline test MSE", baseline["test_mse"], note=str(baseline["params"])),
+        Figure(b, "baseline test MSE", baseline["test_mse"],
+               note=", ".join(f"{k}={v:.3g}" for k, v in baseline["params"].items())),
         Figure(b, "hpsearch wall time (search + refit + test + tracking)", ours["wall"], "s",
                note=f"{ours['trials']} trials, {ours['pruned']} pruned"),
         Figure(b, "hpsearch test MSE (refit best)", ours["test_mse"]),

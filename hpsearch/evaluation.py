@@ -173,9 +173,8 @@ class Evaluator:
         known = ledger.folds(number) if ledger else {}
         result = TrialResult(number=number, params=params)
         run = self.tracker.start_trial(number, params)
-        result.run_id = run.run_id
         if ledger:
-            ledger.start_trial(number, params, run.run_id)
+            ledger.start_trial(number, params)
         if known:
             run.set_tags({"hpsearch.resumed_folds": ",".join(str(k) for k in sorted(known))})
         self.observer.trial_started(number, self.splits.n_folds, self.epochs)
@@ -242,7 +241,6 @@ class Evaluator:
         result.duration_s = sum(result.fit_seconds) + sum(result.score_seconds)
         self.observer.trial_started(number, self.splits.n_folds, self.epochs)
         run = self.tracker.start_trial(number, params)
-        result.run_id = run.run_id
         resumed = sorted(set(folds) - {o.result.fold for o in outcomes if o.result})
         if resumed:
             run.set_tags({"hpsearch.resumed_folds": ",".join(str(k) for k in resumed)})

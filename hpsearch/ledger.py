@@ -120,8 +120,8 @@ class SqlLedger:
             db.execute(_TRIALS.delete().where((_TRIALS.c.study == self.key) & (_TRIALS.c.number == number)))
             db.execute(_TRIALS.insert().values(study=self.key, number=number, state=state, record=canonical(record)))
 
-    def start_trial(self, number: int, params: dict[str, Any], run_id: str | None) -> None:
-        self._put_trial(number, "running", {"number": number, "params": params, "run_id": run_id})
+    def start_trial(self, number: int, params: dict[str, Any]) -> None:
+        self._put_trial(number, "running", {"number": number, "params": params})
 
     def end_trial(self, result: TrialResult) -> None:
         self._put_trial(result.number, result.state, asdict(result))

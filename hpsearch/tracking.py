@@ -33,6 +33,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import wait as futures_wait
 from functools import cache
 from importlib import metadata
 from pathlib import Path
@@ -256,6 +257,7 @@ class _Run:
         self._metrics: list[Metric] = []
         self._staged: tempfile.TemporaryDirectory | None = None
         self._status: str | None = None
+        self.opened: Future | None = None  # the upload thread's task that creates the run (trial runs)
         self._backoff = _FLUSH_SECONDS
         self._next_flush = time.monotonic() + _FLUSH_SECONDS
 
@@ -275,11 +277,11 @@ class _Run:
         if not sending and (time.monotonic() >= self._next_flush or full):
             self._next_flush = math.inf  # until this send is done
             if self._background is None:
-                self._send_curves()
+                self.send_once()
             else:
-                self._background(self._send_curves)
+                self._background(self.send_once)
 
-    def _send_curves(self) -> None:
+    def send_once(self) -> None:
         """Try one send of what is buffered; on failure, back off (the values stay for the next send)."""
         try:
             self._retry(f"the curves of {self.name}", self._send, wait=False)
@@ -291,10 +293,12 @@ class _Run:
             self._backoff = _MAX_FLUSH_BACKOFF
         self._next_flush = time.monotonic() + self._backoff
 
-    def log_params(self, params: dict[str, Any]) -> None:
+    def log_params(self, params: dict[str, Any], now: bool = True) -> None:
+        """Buffer params and, with ``now``, send them (retried with backoff)."""
         with self._lock:
             self._params.extend(Param(k, _param_value(v)) for k, v in params.items())
-        self.flush()
+        if now:
+            self.flush()
 
     def set_tags(self, tags: dict[str, Any]) -> None:
         """Buffer tags: they go with the next send (never raises)."""
@@ -507,17 +511,16 @@ class MlflowTracker:
         return run.info.run_id
 
     def start_trial(self, number: int, params: dict[str, Any]) -> _Run:
-        """Open the child run of one trial and record its sampled params (kept for later if MLflow is down)."""
+        """Open the child run of one trial with its sampled params on the upload thread, while the trial trains
+        (what MLflow refuses or misses stays buffered and goes with the trial's curves or its end)."""
         trial = self._open_trial = _Run(self.client, None, self._retry, f"trial {number}",
                                         create=lambda: self._create_trial(number), background=self._in_background)
-        try:
-            trial.log_params(params)
-        except TrackingUnavailable:
-            pass  # buffered: sent with the trial's curves or at its end
+        trial.log_params(params, now=False)
+        trial.opened = self._in_background(trial.send_once)
         return trial
 
     def end_trial(self, run: _Run, result: TrialResult, model: Any = None) -> None:
-        """Final scores, state and (if any) the trained model; closes the child run."""
+        """Final scores, state and (if any) the trained model; closes the child run. Sets ``result.run_id``."""
         metrics = {"duration_s": result.duration_s}
         if result.fold_epochs:
             metrics["epochs"] = max(result.fold_epochs)
@@ -534,6 +537,9 @@ class MlflowTracker:
             run.stage_model(model)  # here: serialising touches Keras, which the next trial is about to use
         self._in_background(lambda: self._finish_trial(run, STATUS[result.state]))
         self._open_trial = None
+        if run.opened is not None:
+            futures_wait([run.opened])  # long done, unless the server is slow: then the id is worth the wait
+        result.run_id = run.run_id
 
     def _finish_trial(self, run: _Run, status: str) -> None:
         """Upload a trial's model and close its run, behind the next trial's training (one thread, in order)."""
@@ -580,12 +586,13 @@ class MlflowTracker:
             if failure is not None:
                 _log.warning("hpsearch: the study report was not logged: %s", failure)
 
-    def _in_background(self, task: Callable[[], None]) -> None:
+    def _in_background(self, task: Callable[[], None]) -> Future:
         """Queue ``task`` on the tracker's upload thread (one thread: tasks run in the order queued)."""
         if self._uploads is None:
             self._uploads = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hpsearch-mlflow")
         self._uploading = [f for f in self._uploading if not f.done() or f.exception() is not None]
         self._uploading.append(self._uploads.submit(task))
+        return self._uploading[-1]
 
     def wait(self) -> None:
         """Wait until every ended trial is uploaded (or kept for a later try) and the report is drawn."""

@@ -14,8 +14,8 @@ from mlflow import MlflowClient
 from hpsearch import tracking
 from hpsearch.cli import main
 from hpsearch.config import parse_study
-from hpsearch.recorded import StudyRecord, TrialRecord, parse_param
 from hpsearch.importance import param_importances
+from hpsearch.recorded import StudyRecord, TrialRecord, parse_param
 from hpsearch.report import curve_x, normalise, write_report
 from hpsearch.runner import run_study
 from hpsearch.tracking import MlflowTracker, collect

@@ -207,6 +207,29 @@ def test_ui_command_serves_the_local_store(workdir):
         requests.get(f"http://127.0.0.1:{port}/health", timeout=5)
 
 
+def test_a_trial_run_opens_behind_training_and_its_id_reaches_the_result(workdir, monkeypatch):
+    """start_trial does not wait for MLflow: the run is created on the upload thread; end_trial gives its id."""
+    import threading
+
+    import hpsearch.tracking as tracking
+    from hpsearch.results import StudyResult, TrialResult
+
+    tracker = tracking.MlflowTracker(local_store(), "opening", log_models=False)
+    tracker.start_study("opening", {}, "", resume=False)
+    creators, create_run = [], tracker.client.create_run
+    monkeypatch.setattr(tracker.client, "create_run", lambda *args, **kwargs: (
+        creators.append(threading.current_thread().name), create_run(*args, **kwargs))[1])
+    run = tracker.start_trial(0, {"n_neurons": 3})
+    result = TrialResult(number=0, params={"n_neurons": 3}, fold_scores=[-0.5], fold_epochs=[1])
+    tracker.end_trial(run, result)
+    tracker.end_study(StudyResult("opening", [result], "neg_mean_squared_error"), {})
+
+    assert len(creators) == 1 and creators[0].startswith("hpsearch-mlflow")
+    study, (trial,) = study_runs(MlflowClient(local_store()), "opening")
+    assert result.run_id == trial.info.run_id and trial.data.params == {"n_neurons": "3"}
+    assert study.data.tags["hpsearch.best_run_id"] == trial.info.run_id
+
+
 def test_curves_sent_behind_training_arrive_once_each_and_in_order(workdir, monkeypatch):
     """Curves go out on the upload thread while the trial keeps logging: no value lost, none sent twice."""
     import hpsearch.tracking as tracking
