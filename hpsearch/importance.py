@@ -14,7 +14,7 @@ from hpsearch.recorded import StudyRecord, TrialRecord, is_number
 
 
 def spans_decade(low: float, high: float) -> bool:
-    """Positive values over more than a factor of 10: shown and sampled on a log scale."""
+    """Positive values over more than a factor of 10: drawn on a log axis, given a log distribution."""
     return low > 0 and high / low > 10
 
 
