@@ -284,12 +284,12 @@ class _Run:
     def send_once(self) -> None:
         """Try one send of what is buffered; on failure, back off (the values stay for the next send)."""
         try:
-            self._retry(f"the curves of {self.name}", self._send, wait=False)
+            self._retry(f"the record of {self.name}", self._send, wait=False)
             self._backoff = _FLUSH_SECONDS
         except TrackingUnavailable:
             self._backoff = min(2 * self._backoff, _MAX_FLUSH_BACKOFF)
         except MlflowException as exc:  # refused (say, the run was deleted): the run's end reports it
-            _log.warning("hpsearch: MLflow refused the curves of %s: %s", self.name, _short(exc))
+            _log.warning("hpsearch: MLflow refused the record of %s: %s", self.name, _short(exc))
             self._backoff = _MAX_FLUSH_BACKOFF
         self._next_flush = time.monotonic() + self._backoff
 
