@@ -30,6 +30,19 @@ def _add_study_arguments(parser: argparse.ArgumentParser) -> None:
                         help="override a field of the study file, e.g. --set search.strategy=optuna (repeatable)")
 
 
+def _cpu_list(text: str) -> list[int]:
+    """``0``, ``2,3``, ``0-3`` -> CPU numbers."""
+    cpus: set[int] = set()
+    for part in text.split(","):
+        first, dash, last = part.partition("-")
+        last = last if dash else first
+        span = range(int(first), int(last) + 1) if first.isdigit() and last.isdigit() else range(0)
+        if not span:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a list of CPU numbers such as 0 or 2,3 or 0-3")
+        cpus.update(span)
+    return sorted(cpus)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hpsearch", description="Tracked hyperparameter search for Keras models.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -45,7 +58,10 @@ def build_parser() -> argparse.ArgumentParser:
                       help="default: the study's tracking.uri, else $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db")
     worker = commands.add_parser("worker", help="join a study's shared Optuna storage and run some of its trials")
     _add_study_arguments(worker)
-    worker.add_argument("--threads", type=int, default=None, help="TensorFlow threads of this worker (default: all)")
+    worker.add_argument("--threads", type=int, default=None,
+                        help="TensorFlow threads of this worker (default: one per CPU it may use)")
+    worker.add_argument("--cpus", type=_cpu_list, default=None, metavar="LIST",
+                        help="run only on these CPUs, e.g. 0 or 2,3 or 0-3 (default: any)")
     _add_study_arguments(commands.add_parser("check", help="validate a study file and its data without training"))
     lr_find = commands.add_parser("lr-find", help="the learning-rate range test on the study's model")
     _add_study_arguments(lr_find)
@@ -138,22 +154,28 @@ def _check_shared(study: StudyConfig) -> None:
 
 
 def _start_workers(args: argparse.Namespace, count: int) -> list[subprocess.Popen]:
-    """``count`` worker processes on the same study, each with its share of the cores."""
-    from hpsearch.execution import share_of_cores
+    """``count`` worker processes on the same study, each pinned to its own share of the CPUs where it can be."""
+    from hpsearch.execution import cpu_groups, share_of_cores
 
-    command = [sys.executable, "-m", "hpsearch", "worker", str(args.study), "--threads", str(share_of_cores(count))]
+    command = [sys.executable, "-m", "hpsearch", "worker", str(args.study)]
     for override in args.overrides:
         command += ["--set", override]
-    return [subprocess.Popen(command, stdout=subprocess.DEVNULL) for _ in range(count)]
+    groups = cpu_groups(count)
+    places = [["--cpus", ",".join(map(str, cpus))] for cpus in groups] if groups else \
+        [["--threads", str(share_of_cores(count))]] * count
+    return [subprocess.Popen(command + place, stdout=subprocess.DEVNULL) for place in places]
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
+    from hpsearch.execution import pin_to_cpus
     from hpsearch.models.backend import limit_threads
     from hpsearch.runner import plan_study, run_study
 
+    if args.cpus:
+        pin_to_cpus(args.cpus)  # before TensorFlow starts its threads: they inherit it
     study, text = _load(args)
     _check_shared(study)
-    limit_threads(args.threads)
+    limit_threads(args.threads or (len(args.cpus) if args.cpus else None))
     plan = plan_study(study)
     result = run_study(study, text, plan=plan, worker=True)
     if plan.strategy.planned_trials() > 0:  # execution.trials_per_process reached

@@ -150,3 +150,16 @@ def test_workers_started_together_on_a_new_study_share_one_study_run(workdir, da
     assert {t.data.tags["mlflow.parentRunId"] for t in trials} == {studies[0].info.run_id}
     # each worker samples with a seed of its own: two workers never propose the same candidate
     assert len({(t.data.params["n_neurons"], t.data.params["learning_rate"]) for t in trials}) == 4
+
+
+def test_local_workers_get_a_cpu_each_and_a_bad_cpu_list_is_refused(tmp_path):
+    from hpsearch.execution import cpu_groups, usable_cpus
+
+    cpus = usable_cpus()
+    assert [[cpu] for cpu in cpus] == cpu_groups(len(cpus))  # --workers N on N cores: one core each
+    assert cpu_groups(len(cpus) + 1) is None  # more workers than cores: the OS places them
+    for cpu_list, expected in (("0-x", "'0-x' is not a list of CPU numbers"), ("4096", "--cpus: cannot run on CPUs 4096")):
+        result = subprocess.run([sys.executable, "-m", "hpsearch", "worker", "study.yaml", "--cpus", cpu_list],
+                                cwd=tmp_path, capture_output=True, text=True, timeout=120)
+        assert result.returncode == 2 and expected in " ".join(result.stderr.split()), result.stderr
+        assert "Traceback" not in result.stderr and not list(tmp_path.iterdir())
