@@ -144,6 +144,8 @@ def test_fixed_step_counts_halve_the_data_iterators_and_change_nothing_else(monk
     made = []
     original = TFEpochIterator._get_iterator
     monkeypatch.setattr(TFEpochIterator, "_get_iterator", lambda self: made.append(self) or original(self))
+    # Keras' own feed: seeded, every pass of it shuffles alike, so the runs compare batch for batch
+    monkeypatch.setattr(KerasRegressor, "_batches", staticmethod(lambda *args: None))
 
     def fitted() -> tuple[KerasRegressor, int]:
         made.clear()
@@ -157,6 +159,42 @@ def test_fixed_step_counts_halve_the_data_iterators_and_change_nothing_else(monk
     for key in ("loss", "val_loss"):
         np.testing.assert_allclose(ours.history_[key], stock.history_[key], rtol=1e-6)
     np.testing.assert_allclose(ours.predict(X), stock.predict(X), rtol=1e-6)
+
+
+@pytest.mark.parametrize("validation", ["data", "split"])
+def test_arrays_are_fed_as_keras_would_batch_them_and_reshuffled_every_epoch(monkeypatch, validation):
+    from hpsearch.models.backend import array_batches
+
+    X, y = sorted_binary()
+    y = y.astype("float32")
+
+    def fitted(**params) -> KerasRegressor:
+        held_out = {"validation_data": (X[:10], y[:10])} if validation == "data" else {}
+        params.setdefault("validation_split", 0.25 if validation == "split" else 0.0)
+        reg = KerasRegressor(build_mlp, epochs=3, batch_size=8, random_state=0, verbose=0, **params)
+        return reg.fit(X, y, sample_weight=np.linspace(0.5, 1.5, len(y)), **held_out)
+
+    ours = fitted(shuffle=False)
+    with monkeypatch.context() as keras_feed:
+        keras_feed.setattr(KerasRegressor, "_batches", staticmethod(lambda *args: None))
+        stock = fitted(shuffle=False)
+    for key in ("loss", "val_loss"):  # the same batches in the same order, sample weights and held-out rows included
+        np.testing.assert_allclose(ours.history_[key], stock.history_[key], rtol=1e-6)
+    np.testing.assert_allclose(ours.predict(X), stock.predict(X), rtol=1e-6)
+
+    np.testing.assert_allclose(fitted().history_["loss"], fitted().history_["loss"], rtol=1e-6)  # seeded: repeatable
+    keras.utils.set_random_seed(0)
+    rows = np.arange(12, dtype="float32")
+    batches = array_batches((rows,), 12, shuffle=True)
+    passes = [next(iter(batches))[0].numpy().tolist() for _ in range(3)]
+    assert sorted(passes[0]) == rows.tolist() and len({tuple(p) for p in passes}) == 3  # a new order every pass
+
+
+@pytest.mark.parametrize("fit_args", [{"shuffle": "batch"}, {"validation_split": 0.999}])
+def test_what_keras_batches_itself_keeps_keras_feed(fit_args):
+    X, y = sorted_binary()
+    assert KerasRegressor._batches(X, y.astype("float32"), None, fit_args) is None  # Keras' own error, if any
+    assert KerasRegressor._batches(list(X), y, None, {}) is None
 
 
 def test_a_factorys_own_steps_per_execution_wins():

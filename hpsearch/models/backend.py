@@ -11,6 +11,7 @@ import logging
 import os
 import sys
 from collections.abc import Iterator
+from typing import Any
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -102,4 +103,21 @@ def fresh_session(seed: int | None) -> None:
         keras.utils.set_random_seed(seed)
 
 
-__all__ = ["keras", "tf", "limit_threads", "fresh_session"]
+def array_batches(arrays: tuple[Any, ...], batch_size: int, shuffle: bool) -> Any:
+    """Batches of in-memory arrays for ``Model.fit``, reshuffled every pass when ``shuffle``.
+
+    Keras' own pipeline for arrays gathers each batch on a parallel map behind an autotuned prefetch: for a
+    small model every batch passes between several threads, and the autotuner's waits leave a core idle.
+    Slices, a shuffle buffer and a fixed two-batch prefetch with autotuning off give the same batches (in
+    the same order when not shuffled) in a fraction of the time. Shuffled, each pass draws a new order;
+    Keras' own pipeline, once a seed is set, draws the same order for every pass.
+    """
+    data = tf.data.Dataset.from_tensor_slices(arrays)
+    if shuffle:
+        data = data.shuffle(len(arrays[0]), reshuffle_each_iteration=True)
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    return data.batch(batch_size).prefetch(2).with_options(options)
+
+
+__all__ = ["keras", "tf", "limit_threads", "fresh_session", "array_batches"]
