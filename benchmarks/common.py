@@ -185,8 +185,28 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+@dataclass
+class Server:
+    """A running ``mlflow server``: its URL and its processes (the server starts its web workers as children)."""
+
+    url: str
+    process: subprocess.Popen
+
+    def cpu_seconds(self) -> float:
+        """CPU time the server's processes have used so far."""
+        import psutil
+
+        root = psutil.Process(self.process.pid)
+        total = 0.0
+        for process in [root, *root.children(recursive=True)]:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                times = process.cpu_times()
+                total += times.user + times.system
+        return total
+
+
 @contextlib.contextmanager
-def mlflow_server(root: Path, timeout: float = 120.0) -> Iterator[str]:
+def mlflow_server(root: Path, timeout: float = 120.0) -> Iterator[Server]:
     """A real ``mlflow server`` subprocess (SQLite backend, served artifacts) on a free loopback port."""
     import requests
 
@@ -209,7 +229,7 @@ def mlflow_server(root: Path, timeout: float = 120.0) -> Iterator[str]:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"mlflow server did not answer within {timeout} s")
             time.sleep(0.5)
-        yield url
+        yield Server(url, process)
     finally:
         process.terminate()
         try:

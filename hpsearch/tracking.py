@@ -10,7 +10,7 @@ Layout of one study (the contract users and tests rely on):
   cross-validating), ``score``/``score_std``/``fold<k>/score``, ``epochs``, ``duration_s``, tag
   ``hpsearch.state`` (finished / pruned / failed) and ``hpsearch.reason``, and the trained model
   (the first fold's) under ``model/``.
-Metrics go out in batches (``log_batch``), at most one call every couple of seconds per trial. A trial's curves
+Metrics go out in batches (``log_batch``), at most one call every five seconds per trial. A trial's curves
 and its model upload go out on one upload thread, in order, while training goes on; the study's report is drawn
 in a child process during the refit.
 A server that fails is retried with backoff (``$HPSEARCH_TRACKING_RETRY_SECONDS`` per operation); what it
@@ -43,8 +43,9 @@ from urllib.parse import urlsplit
 import mlflow
 import mlflow.sklearn
 from mlflow import MlflowClient
-from mlflow.entities import Metric, Param, RunTag
+from mlflow.entities import Metric, Param, RunInfo, RunTag
 from mlflow.exceptions import MlflowException
+from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
 
 from hpsearch.config import tracking_uri as resolve_uri
 from hpsearch.errors import ConfigError, TrackingError, mask_credentials, mask_credentials_in_text
@@ -53,8 +54,9 @@ from hpsearch.recorded import StudyRecord, TrialRecord, parse_param
 from hpsearch.results import StudyResult, TrialResult
 
 PACKAGES = ("hpsearch", "tensorflow", "keras", "scikeras", "scikit-learn", "optuna", "mlflow", "numpy", "scipy")
-_FLUSH_SECONDS = 2.0
-_MAX_FLUSH_BACKOFF = 60.0  # a failed curve upload is tried again after 4, 8, ... at most 60 s
+# Every request costs the server ~5-10 ms of CPU, taken from training when both share the machine.
+_FLUSH_SECONDS = 5.0
+_MAX_FLUSH_BACKOFF = 60.0  # a failed curve upload is tried again after 10, 20, ... at most 60 s
 _MAX_DELAY = 15.0  # between two tries of a failed tracking call
 _TRANSIENT_CODES = {"INTERNAL_ERROR", "TEMPORARILY_UNAVAILABLE", "REQUEST_LIMIT_EXCEEDED"}
 RETRY_SECONDS_VAR = "HPSEARCH_TRACKING_RETRY_SECONDS"
@@ -242,14 +244,15 @@ def _short(exc: Exception) -> str:
 class _Run:
     """One MLflow run: params, tags and metrics are buffered and sent in batches; a failed send keeps them.
 
-    ``run_id`` is None until the run exists on the server (``create`` makes it on the first send).
-    With ``background`` (a queue onto the tracker's upload thread), curves are sent there while training goes on.
+    ``run_id`` is None until the run exists on the server (``create`` makes it on the first send and returns its
+    :class:`~mlflow.entities.RunInfo`). With ``background`` (a queue onto the tracker's upload thread), curves are sent there while training goes on.
     """
 
     def __init__(self, client: MlflowClient, run_id: str | None, retry: _Retry, name: str = "run",
-                 create: Callable[[], str] | None = None,
+                 create: Callable[[], RunInfo] | None = None,
                  background: Callable[[Callable[[], None]], None] | None = None) -> None:
         self.client, self.run_id, self.name = client, run_id, name
+        self.artifact_uri: str | None = None  # known for the runs this process created
         self._retry, self._create, self._background = retry, create, background
         self._lock = threading.Lock()  # the buffers: filled by the training thread, emptied by the upload thread
         self._params: list[Param] = []
@@ -313,7 +316,8 @@ class _Run:
         """Send the buffers, oldest first, params, tags and metrics together (MLflow's batch limits apply); what
         was buffered meanwhile stays for the next send."""
         if self.run_id is None:
-            self.run_id = self._create()
+            info = self._create()
+            self.run_id, self.artifact_uri = info.run_id, info.artifact_uri
         while True:
             with self._lock:
                 params, tags = self._params[:_MAX_BATCH_PARAMS], dict(list(self._tags.items())[:_MAX_BATCH_TAGS])
@@ -329,6 +333,15 @@ class _Run:
                     if self._tags.get(key) == value:
                         del self._tags[key]
 
+    def log_artifacts(self, folder: Path, path: str | None = None) -> None:
+        """Upload the files in ``folder`` under ``path``: straight to the run's artifact store when this process
+        created the run (``MlflowClient.log_artifacts`` first asks the server where that is, once per run)."""
+        if self.artifact_uri is None:
+            self.client.log_artifacts(self.run_id, str(folder), path)
+        else:
+            get_artifact_repository(self.artifact_uri, tracking_uri=self.client.tracking_uri).log_artifacts(
+                str(folder), path)
+
     def stage_model(self, estimator: Any) -> None:
         """Save a fitted estimator as an MLflow model in a local folder now; :meth:`finish` uploads it."""
         self._staged = tempfile.TemporaryDirectory(prefix="hpsearch-model-")
@@ -342,8 +355,7 @@ class _Run:
         self.flush(wait)
         if self._staged is not None:
             target = Path(self._staged.name) / "model"
-            self._retry(f"the model of {self.name}",
-                        lambda: self.client.log_artifacts(self.run_id, str(target), "model"), wait=wait)
+            self._retry(f"the model of {self.name}", lambda: self.log_artifacts(target, "model"), wait=wait)
             self._staged.cleanup()
             self._staged = None
         if self._status:
@@ -485,15 +497,16 @@ class MlflowTracker:
             self._retry("reopening the study run", lambda: self.client.update_run(self.study.run_id, status="RUNNING"))
             return self.study.run_id
         self.study = _Run(self.client, None, self._retry, "the study run", create=lambda: self.client.create_run(
-            self.experiment_id, run_name=name, tags={"hpsearch.study": name, "hpsearch.role": "study"}).info.run_id)
+            self.experiment_id, run_name=name, tags={"hpsearch.study": name, "hpsearch.role": "study"}).info)
         self.study.log_params(params)
         self.study.set_tags({f"version.{k}": v for k, v in package_versions().items()})
         self.study.flush()
-        self._retry("the study file", lambda: self.client.log_text(
-            self.study.run_id, mask_credentials_in_text(study_text), "study.yaml"))
+        with tempfile.TemporaryDirectory(prefix="hpsearch-study-") as folder:
+            (Path(folder) / "study.yaml").write_text(mask_credentials_in_text(study_text), encoding="utf-8")
+            self._retry("the study file", lambda: self.study.log_artifacts(Path(folder)))
         return self.study.run_id
 
-    def _create_trial(self, number: int) -> str:
+    def _create_trial(self, number: int) -> RunInfo:
         study = self.study.run_id
         if number in self._tried:  # an earlier try may have reached the server before failing: reuse its run
             found = self.client.search_runs(
@@ -501,14 +514,14 @@ class MlflowTracker:
                 "and attributes.status = 'RUNNING'", max_results=1)
             if found:
                 self._tried.discard(number)
-                return found[0].info.run_id
+                return found[0].info
         self._tried.add(number)
         run = self.client.create_run(self.experiment_id, run_name=f"trial-{number:03d}", tags={
             "mlflow.parentRunId": study, "hpsearch.role": "trial",
             "hpsearch.trial": str(number), "hpsearch.state": "running",
             "hpsearch.process": f"{socket.gethostname()}:{os.getpid()}"})
         self._tried.discard(number)
-        return run.info.run_id
+        return run.info
 
     def start_trial(self, number: int, params: dict[str, Any]) -> _Run:
         """Open the child run of one trial with its sampled params on the upload thread, while the trial trains
@@ -579,8 +592,7 @@ class MlflowTracker:
             failure = _draw_report(process, json.dumps(request))
             if failure is None:
                 try:
-                    self._retry("the study report", lambda: self.client.log_artifacts(self.study.run_id, folder,
-                                                                                       "report"))
+                    self._retry("the study report", lambda: self.study.log_artifacts(Path(folder), "report"))
                 except (TrackingUnavailable, MlflowException) as exc:
                     failure = _short(exc)
             if failure is not None:
@@ -701,7 +713,7 @@ class MlflowTracker:
         suffix = f"-{test.optimizer}" if test.optimizer else ""
         run = _Run(self.client, None, self._retry, f"lr-find{suffix}", create=lambda: self.client.create_run(
             experiment_id, run_name=f"lr-find{suffix}",
-            tags={"hpsearch.role": "lr-find", "hpsearch.study": study_name}).info.run_id)
+            tags={"hpsearch.role": "lr-find", "hpsearch.study": study_name}).info)
         run.log_params({"optimizer": test.optimizer, "start_lr": float(test.lrs[0]) if len(test.lrs) else None,
                         "iterations": len(test.lrs)})
         for step, (lr, loss) in enumerate(zip(test.lrs, test.losses)):
