@@ -245,7 +245,8 @@ class _Run:
     """One MLflow run: params, tags and metrics are buffered and sent in batches; a failed send keeps them.
 
     ``run_id`` is None until the run exists on the server (``create`` makes it on the first send and returns its
-    :class:`~mlflow.entities.RunInfo`). With ``background`` (a queue onto the tracker's upload thread), curves are sent there while training goes on.
+    :class:`~mlflow.entities.RunInfo`). With ``background`` (a queue onto the tracker's upload thread), curves are
+    sent there while training goes on.
     """
 
     def __init__(self, client: MlflowClient, run_id: str | None, retry: _Retry, name: str = "run",
