@@ -8,7 +8,8 @@ search, same seed), holdout scoring, after one warm-up study. Four rounds of the
 (off, on, on+report; then reversed; and again) so that the machine's drift (identical untracked runs here differ by
 up to 14 %) falls on every side; each figure is the median of the rounds' ratios. Target: <= 5 % extra wall time.
 Also printed: the server's CPU time per tracked study. On a 2-core machine that CPU is taken from the training (as
-is the upload thread's), which is what most of the extra wall time is.
+is the upload thread's): about half of the extra wall time, measured inside the trials; the rest is the study run's
+opening and the refit model's upload and registration.
 """
 
 from __future__ import annotations
