@@ -27,6 +27,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "cal_housing.csv"
 CHAPTER_STUDY = REPO / "studies" / "california_housing.yaml"
+COMPOSE = REPO / "docker-compose.yml"
 SEED = 42
 
 os.environ.setdefault("HPSEARCH_OFFLINE", "1")
@@ -205,9 +206,17 @@ class Server:
         return total
 
 
+def compose_web_server() -> list[str]:
+    """The ``--gunicorn-opts`` option and value docker-compose.yml's ``mlflow server`` command has."""
+    command = [str(part) for part in yaml.safe_load(COMPOSE.read_text(encoding="utf-8"))["services"]["mlflow"]["command"]]
+    start = command.index("--gunicorn-opts")
+    return command[start:start + 2]
+
+
 @contextlib.contextmanager
 def mlflow_server(root: Path, timeout: float = 120.0) -> Iterator[Server]:
-    """A real ``mlflow server`` subprocess (SQLite backend, served artifacts) on a free loopback port."""
+    """A real ``mlflow server`` subprocess (SQLite backend, served artifacts) on a free loopback port, on the web
+    server docker-compose.yml gives it (gunicorn's threaded workers) and without MLflow's job runner, as there."""
     import requests
 
     port = free_port()
@@ -215,8 +224,8 @@ def mlflow_server(root: Path, timeout: float = 120.0) -> Iterator[Server]:
     process = subprocess.Popen(
         [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
          "--backend-store-uri", f"sqlite:///{root / 'server.db'}", "--artifacts-destination", str(root / "artifacts"),
-         "--serve-artifacts", "--workers", "1"], stdout=log, stderr=subprocess.STDOUT, cwd=root,
-        env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"})  # as docker-compose.yml: no job runner
+         "--serve-artifacts", "--workers", "1", *compose_web_server()], stdout=log, stderr=subprocess.STDOUT, cwd=root,
+        env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"})
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + timeout

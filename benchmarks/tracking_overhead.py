@@ -4,9 +4,10 @@ Tracking on: :func:`hpsearch.runner.run_study` recording into an ``mlflow server
 served artifacts, free loopback port): params, per-epoch curves, every trial's model, the refit best model and its
 registration (what the target names: curves, params, models), with ``tracking.report: false``; and as shipped, with
 the report's plots too. Tracking off: the same study with ``tracking.enabled: false``. Same candidates (random
-search, same seed), holdout scoring, after one warm-up study. Four rounds of the three runs, in alternating order
-(off, on, on+report; then reversed; and again) so that the machine's drift (identical untracked runs here differ by
-up to 14 %) falls on every side; each figure is the median of the rounds' ratios. Target: <= 5 % extra wall time.
+search, same seed), holdout scoring, after one warm-up study. Six rounds of the three runs, one in each of their
+orders, so that every kind runs in every position and after every other kind, and the machine's drift (identical
+untracked runs here differ by up to 14 %) falls on every side; each figure is the median of the rounds' ratios.
+Target: <= 5 % extra wall time.
 Also printed: the server's CPU time per tracked study. On a 2-core machine that CPU is taken from the training (as
 is the upload thread's): about half of the extra wall time, measured inside the trials; the rest is the study run's
 opening and the refit model's upload and registration.
@@ -14,6 +15,7 @@ opening and the refit model's upload and registration.
 
 from __future__ import annotations
 
+import itertools
 import statistics
 import time
 from pathlib import Path
@@ -41,19 +43,20 @@ def _raw(data: Path, workdir: Path, name: str, quick: bool, uri: str | None = No
 
 
 KINDS = ("off", "on", "on+report")  # tracking off; curves, params and models; all that and the report (the default)
+ORDERS = list(itertools.permutations(KINDS))  # a round each (--quick: the first)
 
 
 def run(quick: bool, data: Path) -> list[Figure]:
     from hpsearch.runner import run_study
 
-    rounds = 1 if quick else 4
+    rounds = 1 if quick else len(ORDERS)
     times: dict[str, list[float]] = {kind: [] for kind in KINDS}
     server_cpu: list[float] = []  # seconds per tracked study without the report
     with scratch(NAME) as workdir, mlflow_server(workdir) as server:
         warm, _ = as_study(_raw(data, workdir, "bench-warmup", quick=True, trials=1))
         run_untracked(warm, "")
-        for round_ in range(rounds):
-            for kind in KINDS if round_ % 2 == 0 else KINDS[::-1]:
+        for round_, order in enumerate(ORDERS[:rounds]):
+            for kind in order:
                 tracked = kind != "off"
                 study, text = as_study(_raw(data, workdir, f"bench-{kind.replace('+', '-')}-{round_}", quick,
                                             uri=server.url if tracked else None, report=kind == "on+report"))
@@ -62,7 +65,7 @@ def run(quick: bool, data: Path) -> list[Figure]:
                 times[kind].append(time.perf_counter() - started)
                 if kind == "on":
                     server_cpu.append(server.cpu_seconds() - cpu)
-            print(f"[{NAME}] round {round_}: " + ", ".join(f"{k} {times[k][-1]:.1f} s" for k in KINDS), flush=True)
+            print(f"[{NAME}] round {round_}: " + ", ".join(f"{k} {times[k][-1]:.1f} s" for k in order), flush=True)
     off = times["off"]
     extras = {kind: [100 * (a / b - 1) for a, b in zip(times[kind], off)] for kind in KINDS[1:]}
     extra, shipped = statistics.median(extras["on"]), statistics.median(extras["on+report"])

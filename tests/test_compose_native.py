@@ -161,6 +161,9 @@ def test_the_compose_services_run_natively_two_workers_one_study_kill_and_resume
         server = start("mlflow", "mlflow")
         wait_for_http(f"http://127.0.0.1:{mlflow_port}/health", server, timeout=180)
         assert healthcheck(services["mlflow"], native) == 0
+        api = f"http://127.0.0.1:{mlflow_port}/api/2.0/mlflow/experiments/search?max_results=1"
+        assert requests.get(api, headers={"Host": "mlflow:5000"}, timeout=10).status_code == 200  # the workers'
+        assert requests.get(api, headers={"Host": "attacker.example"}, timeout=10).status_code == 403
 
         dashboard = start("dashboard", "optuna-dashboard")
         assert changes(command_list(services["optuna-dashboard"]["command"]), dashboard.args) == [
