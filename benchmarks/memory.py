@@ -16,6 +16,7 @@ N = 100 (25 with ``--quick``, the one-process growth then extrapolated to 90 tri
 
 from __future__ import annotations
 
+import math
 import sqlite3
 import subprocess
 import sys
@@ -89,9 +90,9 @@ def recycled(data: Path, workdir: Path, n_trials: int, per_process: int) -> tupl
     while command.poll() is None:
         ended, now = _ended(storage), _tree_rss(process)
         for mark in (10, n_trials):
-            if ended >= mark and mark not in rss and now == now:
+            if ended >= mark and mark not in rss and not math.isnan(now):
                 rss[mark] = now
-        if 10 <= ended <= n_trials and now == now:
+        if 10 <= ended <= n_trials and not math.isnan(now):
             peak = max(peak, now)
         time.sleep(0.2)
     if command.returncode != 0:

@@ -25,6 +25,12 @@ class TrackingError(HpsearchError):
     """The tracking or storage backend cannot be reached."""
 
 
+class RefitFailed(HpsearchError):
+    """The best params' refit kept diverging: the trials are recorded, the study has no model (exit code 1)."""
+
+    exit_code = 1
+
+
 def mask_credentials(url: str) -> str:
     """``scheme://user:secret@host`` -> ``scheme://user:***@host`` (for every message, param and tag)."""
     from urllib.parse import urlsplit, urlunsplit

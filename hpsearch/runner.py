@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import logging
 import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -19,19 +20,23 @@ from sklearn.base import is_classifier
 from hpsearch.config import StudyConfig
 from hpsearch.data import Dataset, load_dataset
 from hpsearch.dimensions import Categorical, Fixed
-from hpsearch.errors import ConfigError, mask_credentials
+from hpsearch.errors import ConfigError, RefitFailed, mask_credentials
 from hpsearch.evaluation import DEFAULT_SCORING, Evaluator, Splits, make_folds
 from hpsearch.execution import make_executor
-from hpsearch.fitting import StudyFitter
+from hpsearch.fitting import StudyFitter, TrialFailed
 from hpsearch.models.estimator import check_params, resolve_factory
 from hpsearch.results import NoObserver, StudyResult, TrialObserver
 from hpsearch.space import SearchSpace, conditioned_on_optimizer
 from hpsearch.strategies import Strategy, make_strategy
 from hpsearch.tracking_base import NullTracker, Tracker
 
+_log = logging.getLogger(__name__)
+REFIT_TRIES = 3  # seeds tried for the best params' refit before the study fails (training is random)
+Refit = Callable[[dict[str, Any], int], Any]  # (params, seed offset) -> the model fitted on all the training data
+
 
 def run_search(name: str, strategy: Strategy, evaluator: Evaluator, tracker: Tracker, study_params: dict[str, Any],
-               study_text: str, refit: Callable[[dict[str, Any]], Any] | None,
+               study_text: str, refit: Refit | None,
                test: tuple[Any, Any] | None = None, observer: TrialObserver | None = None,
                report: bool = False) -> StudyResult:
     """Search with ``strategy``, refit the best candidate, score it once on ``test``, record it all.
@@ -40,6 +45,7 @@ def run_search(name: str, strategy: Strategy, evaluator: Evaluator, tracker: Tra
     last worker out, and refitting is left to ``hpsearch run``. ``report``: draw the study's report
     (behind the refit) when the search is over.
     """
+    offset = 0
     observer = observer or NoObserver()
     tracker.check_reachable()  # reads only; then the first write: the strategy's storage
     strategy.prepare(trial_setup(study_params))
@@ -59,7 +65,7 @@ def run_search(name: str, strategy: Strategy, evaluator: Evaluator, tracker: Tra
             result = StudyResult(name, trials, evaluator.scoring, study_run_id=study_run,
                                  experiment_id=tracker.experiment_id, tracking_uri=tracker.tracking_uri)
             if result.best is not None and refit is not None:
-                result.best_estimator = refit(result.best.params)
+                result.best_estimator, offset = _refit_best(refit, result.best.params)
                 if test is not None:
                     result.test_score = evaluator.score(result.best_estimator, *test)
     except BaseException as exc:  # Ctrl-C or a bug: close the MLflow runs, never leave them RUNNING
@@ -71,8 +77,26 @@ def run_search(name: str, strategy: Strategy, evaluator: Evaluator, tracker: Tra
         tracker.wait()
         return result  # other (or fresh) workers are still at it; the last one out closes the study run
     extra = {"tracking_uri": mask_credentials(tracker.tracking_uri or "")}
+    if offset:
+        extra["refit_seed"] = f"seed + {offset}"
     tracker.end_study(result, extra, status="FINISHED" if result.best is not None else "FAILED")
     return result
+
+
+def _refit_best(refit: Refit, params: dict[str, Any]) -> tuple[Any, int]:
+    """The refit model of the best params and the seed offset it took: a refit whose loss diverged (the trial's
+    did not; the refit draws other initial weights and batches) is tried again with the next seed."""
+    for offset in range(REFIT_TRIES):
+        try:
+            return refit(params, offset), offset
+        except TrialFailed as exc:
+            failure = exc
+            if offset + 1 < REFIT_TRIES:
+                _log.warning("hpsearch: refitting the best params failed (%s); trying again with seed + %d",
+                             exc, offset + 1)
+    raise RefitFailed(f"refitting the best trial's params {params} on the training data failed with {REFIT_TRIES} "
+                      f"seeds ({failure}), so the study has no model; every trial is recorded. Narrow the search "
+                      "space towards steadier candidates (a lower learning_rate range) and run the study again")
 
 
 @contextlib.contextmanager
@@ -216,8 +240,9 @@ def run_study(study: StudyConfig, study_text: str, observer: TrialObserver | Non
         tracker.check_reachable()
         auto = resolve_auto_learning_rate(plan, tracker)
 
-    def refit(params: dict[str, Any]) -> Any:
-        return fitter(params, data.X_train, data.y_train, validation, study.seed, lambda epoch, logs: False)
+    def refit(params: dict[str, Any], seed_offset: int) -> Any:
+        return fitter(params, data.X_train, data.y_train, validation, study.seed + seed_offset,
+                      lambda epoch, logs: False)
 
     with executor or contextlib.nullcontext():
         result = run_search(study.name, plan.strategy, evaluator, tracker, {**_study_params(plan, scoring), **auto},

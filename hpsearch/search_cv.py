@@ -120,9 +120,10 @@ class SearchCV(MetaEstimatorMixin, BaseEstimator):
                               int(getattr(wrapper, "epochs", 1) or 1))
         refit_seconds: list[float] = []
 
-        def refit(params: dict[str, Any]) -> Any:
+        def refit(params: dict[str, Any], seed_offset: int) -> Any:
             started = time.perf_counter()
-            model = fitter(params, X, y, None, seed, lambda epoch, logs: False, sample_weight=sample_weight)
+            model = fitter(params, X, y, None, seed + seed_offset, lambda epoch, logs: False,
+                           sample_weight=sample_weight)
             refit_seconds.append(time.perf_counter() - started)
             return model
 

@@ -54,7 +54,7 @@ from hpsearch.recorded import StudyRecord, TrialRecord, parse_param
 from hpsearch.results import StudyResult, TrialResult
 
 PACKAGES = ("hpsearch", "tensorflow", "keras", "scikeras", "scikit-learn", "optuna", "mlflow", "numpy", "scipy")
-# Every request costs the server ~5-10 ms of CPU, taken from training when both share the machine.
+# Every request costs the server ~3-10 ms of CPU, taken from training when both share the machine.
 _FLUSH_SECONDS = 5.0
 _MAX_FLUSH_BACKOFF = 60.0  # a failed curve upload is tried again after 10, 20, ... at most 60 s
 _MAX_DELAY = 15.0  # between two tries of a failed tracking call

@@ -18,6 +18,7 @@ from conftest import local_store, tiny_study, write_study
 from mlflow import MlflowClient
 from test_cli_errors import WRITES, run_in_process
 
+from hpsearch import load_best
 from hpsearch.results import StudyResult, TrialResult
 
 # --- data faults: refused before training, nothing written -----------------------------------------
@@ -130,6 +131,10 @@ FAULTY_MODELS = """
                 marker.unlink()
                 os.kill(os.getpid(), signal.SIGINT)  # the user presses Ctrl-C while this trial starts
                 time.sleep(30)
+        refits = Path("diverging-refits")  # how many more refits (the fits on all the training rows) diverge
+        if meta["X_shape_"][0] > 250 and refits.exists() and int(refits.read_text()) > 0:
+            refits.write_text(str(int(refits.read_text()) - 1))
+            mode = "nan"
         if mode == "raise":
             raise RuntimeError("boom: this architecture cannot be built")
         if mode == "nan":
@@ -177,6 +182,41 @@ def test_nan_loss_and_a_raising_factory_fail_their_trials_and_the_summary_counts
     assert len(curve) < 5  # TerminateOnNaN stopped it at once, not after the 5 epochs
     assert states["raise"].info.status == "FAILED" and "boom" in states["raise"].data.tags["hpsearch.reason"]
     assert study.info.status == "FINISHED" and study.data.metrics["trials_failed"] == 2
+
+
+def refit_study(folder: Path, name: str) -> None:
+    """One candidate, cv=2: its trial fits ~180 rows a fold, the refit all ~360 training rows."""
+    write_study(folder, tiny_study(
+        name=name, model={"factory": "faulty_models:build_model"}, training={"epochs": 3, "early_stopping": False},
+        tracking={"log_models": False, "report": False}, search={"strategy": "grid", "cv": 2, "space": {"mode": ["ok"]}}))
+
+
+def test_a_refit_that_diverges_is_tried_again_with_the_next_seed(faulty, caplog):
+    refit_study(faulty, "refit-retried")
+    (faulty / "diverging-refits").write_text("1")
+    result = run_in_process(faulty, "run", "study.yaml")
+    assert result.returncode == 0, result.stderr
+    assert "refitting the best params failed" in caplog.text and "trying again with seed + 1" in caplog.text
+    (study,), (trial,) = trial_runs("refit-retried")
+    assert trial.info.status == "FINISHED" and study.info.status == "FINISHED"
+    assert study.data.tags["hpsearch.refit_seed"] == "seed + 1"
+    os.chdir(faulty)  # the embedded store is the study folder's
+    model = load_best("refit-retried")
+    assert np.isfinite(model.predict(np.zeros((3, 30)))).all()
+
+
+def test_a_refit_that_keeps_diverging_fails_the_study_in_one_paragraph(faulty):
+    refit_study(faulty, "refit-diverges")
+    (faulty / "diverging-refits").write_text("3")
+    result = run_in_process(faulty, "run", "study.yaml")
+    assert result.returncode == 1
+    assert "Traceback" not in result.stdout + result.stderr
+    message = " ".join(result.stderr.split())
+    assert "refitting the best trial's params {'mode': 'ok'} on the training data failed with 3 seeds" in message
+    assert "NaN" in message and "every trial is recorded" in message
+    (study,), (trial,) = trial_runs("refit-diverges")
+    assert trial.info.status == "FINISHED"
+    assert study.info.status == "FAILED" and "RefitFailed" in study.data.tags["hpsearch.reason"]
 
 
 def test_ctrl_c_ends_the_trial_closes_every_run_and_says_how_to_resume(faulty):
