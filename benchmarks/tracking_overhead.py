@@ -4,11 +4,10 @@ Tracking on: :func:`hpsearch.runner.run_study` recording into an ``mlflow server
 served artifacts, free loopback port): params, per-epoch curves, every trial's model, the refit best model and its
 registration (what the target names: curves, params, models), with ``tracking.report: false``; and as shipped, with
 the report's plots too. The server runs as docker-compose.yml runs it (gunicorn's threaded workers, no job runner).
-Tracking off: the same study with ``tracking.enabled: false``. Same candidates (random
-search, same seed), holdout scoring, after one warm-up study. Six rounds of the three runs, one in each of their
-orders, so that every kind runs in every position and after every other kind, and the machine's drift (identical
-untracked runs here differ by up to 14 %) falls on every side; each figure is the median of the rounds' ratios.
-Target: <= 5 % extra wall time.
+Tracking off: the same study with ``tracking.enabled: false``. Same candidates (random search, same seed), holdout
+scoring, after one warm-up study. Six rounds of the three runs, one in each of their orders, so that every kind runs
+in every position and after every other kind, and the machine's drift (identical untracked runs here differ by up
+to 14 %) falls on every side; each figure is the median of the rounds' ratios. Target: <= 5 % extra wall time.
 Also printed: the server's CPU time per tracked study. On a 2-core machine that CPU is taken from the training (as
 is the upload thread's): about half of the extra wall time, measured inside the trials; the rest is the study run's
 opening and the refit model's upload and registration. And the first tracked study's one-time extra (round 0), which
@@ -72,7 +71,7 @@ def run(quick: bool, data: Path) -> list[Figure]:
     off = times["off"]
     extras = {kind: [100 * (a / b - 1) for a, b in zip(times[kind], off)] for kind in KINDS[1:]}
     extra, shipped = statistics.median(extras["on"]), statistics.median(extras["on+report"])
-    once = times["on"][0] - statistics.median(times["on"][1:]) if rounds > 1 else math.nan  # round 0: the first
+    once = times["on"][0] - statistics.median(times["on"][1:]) if rounds > 1 else math.nan  # round 0's is the process' first
     trials = TRIALS[quick]
     return [
         Figure(NAME, "tracking off (tracking.enabled: false) wall time", statistics.median(off), "s",
