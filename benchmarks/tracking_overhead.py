@@ -10,8 +10,8 @@ in every position and after every other kind, and the machine's drift (identical
 to 14 %) falls on every side; each figure is the median of the rounds' ratios. Target: <= 5 % extra wall time.
 Also printed: the server's CPU time per tracked study. On a 2-core machine that CPU is taken from the training (as
 is the upload thread's): about half of the extra wall time, measured inside the trials; the rest is the study run's
-opening and the refit model's upload and registration. And the first tracked study's one-time extra (round 0), which
-the medians leave out and every ``hpsearch run`` process pays once.
+opening and the refit model's upload and registration. And the first tracked study's one-time extra (round 0's over
+the other rounds'), which every ``hpsearch run`` process pays once; in the medians it is one round of six.
 """
 
 from __future__ import annotations
@@ -85,7 +85,7 @@ def run(quick: bool, data: Path) -> list[Figure]:
                     "taken from the training on this machine"),
         Figure(NAME, "the first tracked study in a process: extra wall time, once", once, "s",
                note="round 0's tracked run over the others': what each `hpsearch run` process pays once "
-                    "(MLflow's first model save checks its requirements); the medians leave it out"),
+                    "(MLflow's first model save checks its requirements); one of the rounds in the medians"),
         Figure(NAME, "tracking and the report (the default) wall time", statistics.median(times["on+report"]), "s",
                note="the report's PNGs drawn in a child process during the refit"),
         Figure(NAME, "extra wall time with tracking and the report", shipped, "%", "<= 5 %", check(shipped, 5, True),

@@ -161,6 +161,27 @@ def test_fixed_step_counts_halve_the_data_iterators_and_change_nothing_else(monk
     np.testing.assert_allclose(ours.predict(X), stock.predict(X), rtol=1e-6)
 
 
+def test_saving_a_model_builds_keras_reference_objects_once_per_process(monkeypatch):
+    import pickle
+
+    from keras.src.layers.layer import Layer
+    from keras.src.saving import saving_lib
+
+    from hpsearch.models.backend import fresh_session
+
+    X, y = sorted_binary()
+    reg = KerasRegressor(build_mlp, epochs=1, random_state=0, verbose=0).fit(X, y.astype("float32"))
+    pickle.dumps(reg)
+    fresh_session(0)  # clears Keras' global state, where Keras means to keep its skip-sets
+    built = []
+    original = Layer.__init__
+    monkeypatch.setattr(Layer, "__init__", lambda self, *a, **k: built.append(type(self)) or original(self, *a, **k))
+    loaded = pickle.loads(pickle.dumps(reg))
+    assert Layer not in built  # the bare reference Layer Keras lists the attributes of
+    assert saving_lib.get_attr_skipset("Layer") is saving_lib.get_attr_skipset("Layer")
+    np.testing.assert_allclose(loaded.predict(X), reg.predict(X), rtol=1e-6)
+
+
 @pytest.mark.parametrize("validation", ["data", "split"])
 def test_arrays_are_fed_as_keras_would_batch_them_and_reshuffled_every_epoch(monkeypatch, validation):
     from hpsearch.models.backend import array_batches

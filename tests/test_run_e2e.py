@@ -66,6 +66,8 @@ def test_study_against_real_mlflow_server(mlflow_server, workdir):
     model = mlflow.sklearn.load_model(f"runs:/{first.info.run_id}/model")
     accuracy = float((model.predict(data.X_train[test_idx]) == data.y_train[test_idx]).mean())
     assert accuracy == pytest.approx(first.data.metrics["fold0/score"])
+    served = mlflow.pyfunc.load_model(f"runs:/{first.info.run_id}/model")  # what `mlflow models serve` loads
+    np.testing.assert_array_equal(served.predict(data.X_train[test_idx]), model.predict(data.X_train[test_idx]))
 
     # The study run: best params/score, test score, the study file, and the refit best model.
     best = result.best
