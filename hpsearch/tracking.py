@@ -518,7 +518,17 @@ class MlflowTracker:
             order_by=["attributes.start_time DESC"], max_results=1)) if resume and not run_id else []
         if resume and (run_id or previous):
             self.study = _Run(self.client, run_id or previous[0].info.run_id, self._retry, "the study run")
-            self._retry("reopening the study run", lambda: self.client.update_run(self.study.run_id, status="RUNNING"))
+            try:
+                self._retry("reopening the study run", lambda: self.client.update_run(self.study.run_id,
+                                                                                      status="RUNNING"))
+            except MlflowException as exc:
+                if run_id is None or exc.error_code != "RESOURCE_DOES_NOT_EXIST":
+                    raise
+                raise TrackingError(
+                    f"the study {name!r} resumes from its search storage, which names MLflow run {run_id}, but "
+                    f"MLflow at {mask_credentials(self.tracking_uri)} has no such run (was its store deleted or "
+                    "moved?): point tracking.uri at the store the study was recorded in, or start the study afresh "
+                    "under a new name or with a new search.storage") from None
             return self.study.run_id
         self.study = _Run(self.client, None, self._retry, "the study run", create=lambda: self.client.create_run(
             self.experiment_id, run_name=name, tags={"hpsearch.study": name, "hpsearch.role": "study"}).info)

@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 from conftest import local_store, tiny_study, write_study
 from mlflow import MlflowClient
-from test_cli_errors import WRITES, run_in_process
+from test_cli_errors import WRITES, run_cli, run_in_process
 
 from hpsearch import load_best
 from hpsearch.results import StudyResult, TrialResult
@@ -250,6 +250,21 @@ def test_ctrl_c_ends_the_trial_closes_every_run_and_says_how_to_resume(faulty):
     assert storage.trials[0].params == {"learning_rate": pytest.approx(float(trials[0].data.params["learning_rate"]))}
     assert not [r for r in MlflowClient(local_store()).search_runs(
         [study.info.experiment_id]) if r.info.status == "RUNNING"]
+
+
+def test_resuming_a_study_whose_mlflow_store_was_deleted_says_what_to_do(workdir):
+    write_study(workdir, tiny_study(
+        name="store-deleted", training={"epochs": 1}, tracking={"log_models": False, "report": False},
+        search={"strategy": "optuna", "n_trials": 1, "cv": None, "sampler": "random", "pruner": "none",
+                "storage": "sqlite:///optuna.db"}))
+    assert run_in_process(workdir, "run", "study.yaml").returncode == 0
+    (workdir / "mlflow.db").unlink()  # the search storage is kept: the study resumes from it
+    result = run_cli(workdir, "run", "study.yaml")  # a new process, as a user's next command
+    assert result.returncode == 2
+    assert "Traceback" not in result.stdout + result.stderr
+    message = " ".join(result.stderr.split())
+    assert "the study 'store-deleted' resumes from its search storage, which names MLflow run" in message
+    assert "has no such run" in message and "with a new search.storage" in message
 
 
 def test_failure_reasons_that_differ_only_in_numbers_are_counted_together():
