@@ -223,6 +223,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     with RichObserver(console) as observer:
         result = run_study(study, text, observer, plan=plan)
     _print_summary(result)
+    console.print(f"Keras backend: {plan.backend.name} ({plan.backend.why})", soft_wrap=True, highlight=False)
     if args.offline:
         console.print(f"recorded offline, nothing sent to {mask_credentials(configured)}; copy the study there with: "
                       f"hpsearch sync {shlex.quote(str(args.study))}", soft_wrap=True, highlight=False)

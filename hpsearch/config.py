@@ -155,6 +155,8 @@ class TrainingConfig(_Strict):
     # Batches per call into TensorFlow: the same training, far less per-batch overhead for small models.
     steps_per_execution: int = Field(32, ge=1, le=100_000)
     early_stopping: EarlyStoppingConfig | None = Field(default_factory=EarlyStoppingConfig)
+    # The Keras backend (hpsearch.models.backend_choice): auto picks JAX for long fits, TensorFlow for short ones.
+    backend: Literal["auto", "tensorflow", "jax", "torch"] = "auto"
     class_weight: Literal["balanced"] | dict[Any, float] | None = None
 
     @field_validator("early_stopping", mode="before")

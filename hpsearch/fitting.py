@@ -1,5 +1,6 @@
 """How one candidate becomes one fitted model: from a study file, or from a user's scikit-learn estimator.
 
+Keras is imported on the first fit, not with this module, so that the backend can still be chosen before.
 Both fitters start every fit from a fresh Keras session (no leaked graphs, no retracing across
 trials), feed the per-epoch hook, and turn a NaN loss into :class:`TrialFailed`.
 """
@@ -8,17 +9,17 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from sklearn.base import clone
 from sklearn.pipeline import Pipeline
 
 from hpsearch.config import StudyConfig
-from hpsearch.models.backend import fresh_session
-from hpsearch.models.callbacks import EpochHook, fit_callbacks, nan_guard
 from hpsearch.models.estimator import assemble, make_estimator, make_preprocessor
-from hpsearch.models.wrappers import is_keras_wrapper
+
+if TYPE_CHECKING:
+    from hpsearch.models.callbacks import EpochHook
 
 Validation = tuple[np.ndarray, np.ndarray] | None
 Fitter = Callable[..., Any]  # (params, X, y, validation, seed, hook, sample_weight=None) -> fitted model
@@ -47,6 +48,9 @@ class StudyFitter:
 
     def __call__(self, params: dict[str, Any], X: Any, y: Any, validation: Validation, seed: int,
                  hook: EpochHook, sample_weight: Any = None) -> Any:
+        from hpsearch.models.backend import fresh_session
+        from hpsearch.models.callbacks import fit_callbacks
+
         fresh_session(seed)
         preprocessor = make_preprocessor(self.study.data.scale)
         if preprocessor is not None:
@@ -62,6 +66,8 @@ class StudyFitter:
 
 def keras_step(estimator: Any) -> tuple[Any, str]:
     """The scikeras wrapper at the end of (nested) pipelines, and the fit-param prefix that reaches it."""
+    from hpsearch.models.wrappers import is_keras_wrapper
+
     prefix = ""
     while isinstance(estimator, Pipeline):
         name, estimator = estimator.steps[-1]
@@ -80,6 +86,9 @@ class EstimatorFitter:
 
     def __call__(self, params: dict[str, Any], X: Any, y: Any, validation: Validation, seed: int,
                  hook: EpochHook, sample_weight: Any = None) -> Any:
+        from hpsearch.models.backend import fresh_session
+        from hpsearch.models.callbacks import nan_guard
+
         fresh_session(seed)
         model = self.new_estimator(params)
         wrapper, prefix = keras_step(model)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import logging
+import math
 import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ from hpsearch.errors import ConfigError, RefitFailed, mask_credentials
 from hpsearch.evaluation import DEFAULT_SCORING, Evaluator, Splits, make_folds
 from hpsearch.execution import make_executor
 from hpsearch.fitting import StudyFitter, TrialFailed
+from hpsearch.models.backend_choice import BackendChoice, choose_backend, use_backend
 from hpsearch.models.estimator import check_params, resolve_factory
 from hpsearch.results import NoObserver, StudyResult, TrialObserver
 from hpsearch.space import SearchSpace, conditioned_on_optimizer
@@ -111,7 +113,7 @@ def _heap_frozen() -> Iterator[None]:
 
 
 # Study params that do not change what a trial computes: a resumed study may differ in these.
-_NOT_SETUP = ("n_trials", "storage", "sampler", "pruner", "auto.", "execution.")
+_NOT_SETUP = ("n_trials", "storage", "sampler", "pruner", "auto.", "execution.", "backend")
 
 
 def trial_setup(study_params: dict[str, Any]) -> dict[str, Any]:
@@ -129,6 +131,7 @@ class Plan:
     space: SearchSpace
     strategy: Strategy
     splits: Splits
+    backend: BackendChoice
 
     @property
     def n_candidates(self) -> int:
@@ -157,6 +160,8 @@ def plan_study(study: StudyConfig) -> Plan:
     if study.data.scale != "none" and data.X_train.ndim > 2:
         raise ConfigError(f"data.scale: {study.data.scale} needs tabular features; these have shape "
                           f"{data.X_train.shape[1:]}; use scale: none", field="data.scale")
+    backend = choose_backend(study.training.backend, study.model.factory, _steps_per_fit(study, len(data.X_train)))
+    use_backend(backend.name)  # before anything imports Keras (the user's factory module may)
     factory = resolve_factory(study.model.factory)
     check_params(factory, list(study.model.params), "model.params")
     check_params(factory, list(study.search.space), "search.space")
@@ -167,7 +172,13 @@ def plan_study(study: StudyConfig) -> Plan:
     space = conditioned_on_optimizer(study.search.space)
     space.check_strategy(study.search.strategy)
     strategy = make_strategy(study.search, space, study.seed, study.name)
-    return Plan(study, data, fitter, space, strategy, splits)
+    return Plan(study, data, fitter, space, strategy, splits, backend)
+
+
+def _steps_per_fit(study: StudyConfig, n_train: int) -> int:
+    """Batches one trial's fit runs at most: epochs x batches per epoch (of a cv fold's training part)."""
+    rows = n_train - n_train // study.search.cv if study.search.cv else n_train
+    return study.training.epochs * math.ceil(rows / study.training.batch_size)
 
 
 def wants_auto_learning_rate(study: StudyConfig) -> bool:
@@ -204,6 +215,7 @@ def _study_params(plan: Plan, scoring: str) -> dict[str, Any]:
     study = plan.study
     params: dict[str, Any] = {
         "strategy": study.search.strategy, "n_trials": study.search.n_trials, "cv": study.search.cv,
+        "backend": plan.backend.name,
         "scoring": scoring, "seed": study.seed, "factory": study.model.factory,
         "epochs": study.training.epochs, "batch_size": study.training.batch_size,
         "early_stopping": study.training.early_stopping.model_dump() if study.training.early_stopping else None,

@@ -1,7 +1,6 @@
 """Model factories, the scikeras wrappers and the Keras adapters.
 
-Importing the package first quiets TensorFlow's start-up logs (:mod:`hpsearch.models.backend`),
-whatever module of it is asked for and whatever that module imports first.
+Importing the package imports no engine: :mod:`hpsearch.models.backend_choice` picks the Keras backend first.
+Every module here that uses Keras imports :mod:`hpsearch.models.backend` before anything else that loads it
+(which quiets TensorFlow's start-up logs).
 """
-
-from hpsearch.models import backend  # noqa: F401

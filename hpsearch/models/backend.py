@@ -1,5 +1,7 @@
 """Keras start-up, quietly: TensorFlow's start-up logs silenced, threads limited, sessions cleared.
 
+Keras runs on the backend in ``$KERAS_BACKEND`` (TensorFlow unless :func:`hpsearch.models.backend_choice.use_backend`
+chose another before this module was imported). TensorFlow is imported only when it is the backend.
 Set ``HPSEARCH_TF_LOGS=1`` to see TensorFlow's own logs again.
 """
 
@@ -10,9 +12,12 @@ import functools
 import gc
 import logging
 import os
+import random
 import sys
 from collections.abc import Iterator
 from typing import Any
+
+import numpy as np
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -38,16 +43,36 @@ def _stderr_silenced() -> Iterator[None]:
 
 with _stderr_silenced():
     import keras  # noqa: E402
-    import tensorflow as tf  # noqa: E402
+
+    BACKEND = keras.config.backend()
+    tf: Any = None
+    if BACKEND == "tensorflow":
+        import tensorflow as tf  # noqa: E402
 
 if not os.environ.get("HPSEARCH_TF_LOGS"):
-    tf.get_logger().setLevel(logging.ERROR)
     logging.getLogger("absl").setLevel(logging.ERROR)
+    if tf is not None:
+        tf.get_logger().setLevel(logging.ERROR)
+
+
+@contextlib.contextmanager
+def without_tensorflow() -> Iterator[None]:
+    """Imports inside see no TensorFlow unless it is the backend (or already loaded): libraries that import it
+    only when present (scikeras, to seed it) skip it, and a JAX process starts ~2 s sooner."""
+    if tf is not None or "tensorflow" in sys.modules:
+        yield
+        return
+    sys.modules["tensorflow"] = None  # type: ignore[assignment]  # "import tensorflow" raises ImportError
+    try:
+        yield
+    finally:
+        del sys.modules["tensorflow"]
 
 
 def limit_threads(n_threads: int | None) -> None:
-    """Cap TensorFlow's thread pools (call before the first model is built)."""
-    if not n_threads:
+    """Cap the backend's thread pools (call before the first model is built; TensorFlow only: a JAX process is
+    capped by the CPUs it may use, ``hpsearch worker --cpus``)."""
+    if not n_threads or tf is None:
         return
     with contextlib.suppress(RuntimeError):  # already initialised: keep what is in force
         tf.config.threading.set_intra_op_parallelism_threads(n_threads)
@@ -81,7 +106,8 @@ def _keep_unused_iterators() -> None:
     EpochIterator.reset = reset
 
 
-_keep_unused_iterators()
+if BACKEND == "tensorflow":  # the iterators it keeps are tf.data's
+    _keep_unused_iterators()
 
 
 def _cache_saving_skipsets() -> None:
@@ -124,7 +150,30 @@ def fresh_session(seed: int | None) -> None:
     if not full:
         gc.collect(1)
     if seed is not None:
+        set_random_seed(seed)
+
+
+def set_random_seed(seed: int) -> None:
+    """``keras.utils.set_random_seed``, without importing TensorFlow (~2 s) just to seed it when it is neither the
+    backend nor loaded (Keras seeds it for tf.data pipelines, which then do not exist)."""
+    if tf is not None or "tensorflow" in sys.modules:
         keras.utils.set_random_seed(seed)
+        return
+    try:  # private modules: a Keras that moved them seeds the usual way
+        from keras.src.backend.common import global_state
+        from keras.src.random import seed_generator
+        from keras.src.utils import rng_utils
+    except ImportError:
+        keras.utils.set_random_seed(seed)
+        return
+    global_state.set_global_attribute(rng_utils.GLOBAL_RANDOM_SEED, seed)
+    global_state.set_global_attribute(seed_generator.GLOBAL_SEED_GENERATOR, None)
+    random.seed(seed)
+    np.random.seed(seed)
+    if BACKEND == "torch":
+        import torch
+
+        torch.manual_seed(seed)
 
 
 def array_batches(arrays: tuple[Any, ...], batch_size: int, shuffle: bool) -> Any:
@@ -144,4 +193,4 @@ def array_batches(arrays: tuple[Any, ...], batch_size: int, shuffle: bool) -> An
     return data.batch(batch_size).prefetch(2).with_options(options)
 
 
-__all__ = ["keras", "tf", "limit_threads", "fresh_session", "array_batches"]
+__all__ = ["BACKEND", "keras", "tf", "without_tensorflow", "limit_threads", "fresh_session", "set_random_seed", "array_batches"]
