@@ -134,6 +134,8 @@ def _print_summary(result: StudyResult) -> None:
     console.print(f"trials: {states['finished']} finished, {states['pruned']} pruned, {states['failed']} failed")
     for reason, count in result.failure_counts().items():
         console.print(f"  failed x{count}: {reason}", highlight=False)
+    if result.stopped_by:
+        console.print(f"the search stopped early: {result.stopped_by}", soft_wrap=True, highlight=False)
     if result.test_score is not None and math.isfinite(result.test_score):
         console.print(f"test score of the refit best model: {result.test_score:.5g}")
     if result.study_run_id is None:
@@ -178,7 +180,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     limit_threads(args.threads or (len(args.cpus) if args.cpus else None))
     plan = plan_study(study)
     result = run_study(study, text, plan=plan, worker=True)
-    if plan.strategy.planned_trials() > 0:  # execution.trials_per_process reached
+    if plan.strategy.planned_trials() > 0 and result.stopped_by is None:  # execution.trials_per_process reached
         _start_afresh(args, f"worker recycled after {study.execution.trials_per_process} trials")
     console.print(f"worker done: {len(result.trials)} trials in study {study.name!r}")
     return 0
@@ -217,8 +219,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             err_console.print(f"{len(failed)} worker(s) failed; finishing with the trials recorded")
     elif recycled:  # this process takes its share of trials like a worker, then starts afresh or refits
         with RichObserver(console) as observer:
-            run_study(study, text, observer, plan=plan, worker=True)
-        if plan.strategy.planned_trials() > 0:
+            share = run_study(study, text, observer, plan=plan, worker=True)
+        if plan.strategy.planned_trials() > 0 and share.stopped_by is None:
             _start_afresh(args, f"{recycled} trials done (execution.trials_per_process)")
     with RichObserver(console) as observer:
         result = run_study(study, text, observer, plan=plan)

@@ -187,6 +187,9 @@ class SearchConfig(_Strict):
     pruner: Literal["none", "median", "successive_halving", "hyperband"] = "hyperband"
     storage: str | None = Field(default_factory=default_storage)
     heartbeat: int = Field(30, ge=1, le=3600)
+    timeout: float | None = Field(None, gt=0, allow_inf_nan=False)  # seconds of searching (hpsearch.budget)
+    patience: int | None = Field(None, ge=1)  # finished trials in a row without improving by min_delta
+    min_delta: float = Field(0.0, ge=0, allow_inf_nan=False)
 
     @field_validator("space", mode="before")
     @classmethod

@@ -17,6 +17,7 @@ from sklearn.model_selection import check_cv
 from sklearn.utils import _safe_indexing
 from sklearn.utils.multiclass import type_of_target
 
+from hpsearch.budget import STOPPED_AT_DEADLINE, Budget
 from hpsearch.errors import DataError
 from hpsearch.execution import Executor
 from hpsearch.fitting import Fitter, TrialFailed
@@ -82,6 +83,7 @@ class FoldTask:
     fold: int
     seed: int
     keep_model: bool
+    deadline: float | None = None  # time.time() at which the search's budget ends: the fit stops there
 
 
 @dataclass
@@ -93,6 +95,8 @@ class FoldOutcome:
     curves: list[tuple[int, dict[str, float]]] = field(default_factory=list)
     model: Any = None
     error: str | None = None
+    stopped: bool = False  # the fit was stopped at the deadline
+    skipped: bool = False  # never started: the deadline had passed
 
 
 def failure_reason(exc: BaseException) -> str:
@@ -124,25 +128,30 @@ def fit_fold(task: FoldTask, hook: _CurveHook | _Recorder, scorer: Any = None) -
 
 
 class _Recorder:
-    """The per-epoch hook of a fold fitted elsewhere: keeps the curves to send back."""
+    """The per-epoch hook of a fold fitted elsewhere: keeps the curves to send back, stops at the deadline."""
 
-    def __init__(self) -> None:
+    def __init__(self, deadline: float | None) -> None:
         self.curves: list[tuple[int, dict[str, float]]] = []
-        self.epochs, self.pruned, self.result = 0, False, None
+        self.epochs, self.pruned, self.result, self.deadline = 0, False, None, deadline
 
     def __call__(self, epoch: int, logs: dict[str, float]) -> bool:
         self.epochs = epoch + 1
         self.curves.append((epoch, dict(logs)))
-        return False
+        self.pruned = self.deadline is not None and time.time() >= self.deadline
+        return self.pruned
 
 
 def run_fold_task(task: FoldTask) -> FoldOutcome:
     """Run one :class:`FoldTask` (in a joblib/Dask worker); never raises for a failing candidate."""
-    recorder = _Recorder()
+    if task.deadline is not None and time.time() >= task.deadline:
+        return FoldOutcome(task.number, skipped=True)
+    recorder = _Recorder(task.deadline)
     try:
-        model, _ = fit_fold(task, recorder)
+        model, stopped = fit_fold(task, recorder)
     except Exception as exc:
         return FoldOutcome(task.number, curves=recorder.curves, error=failure_reason(exc))
+    if stopped:
+        return FoldOutcome(task.number, curves=recorder.curves, stopped=True)
     return FoldOutcome(task.number, recorder.result, recorder.curves, model if task.keep_model else None)
 
 
@@ -154,18 +163,19 @@ class Evaluator:
     """
 
     def __init__(self, splits: Splits, fitter: Fitter, scoring: str, tracker: Any, observer: TrialObserver,
-                 seed: int, epochs: int, executor: Executor | None = None) -> None:
+                 seed: int, epochs: int, executor: Executor | None = None, budget: Budget | None = None) -> None:
         self.splits, self.fitter, self.scoring = splits, fitter, scoring
         self._scorer = get_scorer(scoring)
         self.tracker, self.observer, self.seed, self.epochs = tracker, observer, seed, epochs
         self.executor = executor
+        self.budget = budget or Budget()
 
     def score(self, model: Any, X: Any, y: Any) -> float:
         return checked_score(self._scorer, self.scoring, model, X, y)
 
     def _task(self, params: dict[str, Any], number: int, fold: int) -> FoldTask:
         return FoldTask(self.fitter, self.splits, self.scoring, params, number, fold,
-                        self.seed + 7919 * number + fold, keep_model=fold == 0)
+                        self.seed + 7919 * number + fold, keep_model=fold == 0, deadline=self.budget.deadline)
 
     def __call__(self, params: dict[str, Any], number: int, reporter: PruningReporter | None = None,
                  ledger: FoldLedger | None = None) -> TrialResult:
@@ -189,7 +199,8 @@ class Evaluator:
                 first_model = first_model if first_model is not None else model
                 if pruned:
                     result.fold_epochs.append(hook.epochs)
-                    result.state, result.reason = "pruned", f"pruned at epoch {hook.epochs} of fold {fold}"
+                    why = STOPPED_AT_DEADLINE if hook.stopped else "pruned"
+                    result.state, result.reason = "pruned", f"{why} at epoch {hook.epochs} of fold {fold}"
                     break
                 _add_fold(result, hook.result)
                 if ledger:
@@ -201,6 +212,7 @@ class Evaluator:
         return result
 
     def _end(self, run: Any, result: TrialResult, model: Any, ledger: FoldLedger | None) -> None:
+        self.budget.record(result)
         self.tracker.end_trial(run, result, model=model)
         if ledger:
             ledger.end_trial(result)
@@ -208,9 +220,15 @@ class Evaluator:
 
     def many(self, candidates: list[tuple[int, dict[str, Any]]], ledger: FoldLedger | None = None
              ) -> list[TrialResult]:
-        """Evaluate a batch; with an executor, every missing (candidate, fold) pair runs in parallel."""
+        """Evaluate a batch until the budget ends; with an executor, every missing (candidate, fold) pair runs in
+        parallel. Returns the trials that ran (and were recorded), in the candidates' order."""
         if self.executor is None:
-            return [self(params, number, None, ledger) for number, params in candidates]
+            results = []
+            for number, params in candidates:
+                if self.budget.exhausted():
+                    break
+                results.append(self(params, number, None, ledger))
+            return results
         params_of = dict(candidates)
         done = {number: dict(ledger.folds(number) if ledger else {}) for number in params_of}
         outcomes: dict[int, list[FoldOutcome]] = {number: [] for number in params_of}
@@ -220,14 +238,20 @@ class Evaluator:
                    for number in params_of if len(done[number]) == self.splits.n_folds}
         for outcome in self.executor.map_unordered(run_fold_task, tasks):
             number = outcome.number
+            if outcome.skipped or number not in outcomes:  # not started at the deadline: not a trial
+                outcomes.pop(number, None)
+                continue
             outcomes[number].append(outcome)
             if outcome.result is not None:
                 done[number][outcome.result.fold] = outcome.result
                 if ledger:
                     ledger.record_fold(number, outcome.result)
-            if len(done[number]) + sum(o.error is not None for o in outcomes[number]) == self.splits.n_folds:
+            ended = sum(o.error is not None or o.stopped for o in outcomes[number])
+            if len(done[number]) + ended == self.splits.n_folds:
                 results[number] = self._record(number, params_of[number], done[number], outcomes[number], ledger)
-        return [results[number] for number, _ in candidates]
+                if self.budget.patience is not None and self.budget.exhausted():
+                    break  # patience ran out: the fits still queued are left
+        return [results[number] for number, _ in candidates if number in results]
 
     def _record(self, number: int, params: dict[str, Any], folds: dict[int, FoldResult],
                 outcomes: list[FoldOutcome], ledger: FoldLedger | None = None) -> TrialResult:
@@ -238,6 +262,8 @@ class Evaluator:
         errors = [o.error for o in outcomes if o.error is not None]
         if errors:
             result.state, result.reason = "failed", errors[0]
+        elif any(o.stopped for o in outcomes):
+            result.state, result.reason = "pruned", STOPPED_AT_DEADLINE
         result.duration_s = sum(result.fit_seconds) + sum(result.score_seconds)
         self.observer.trial_started(number, self.splits.n_folds, self.epochs)
         run = self.tracker.start_trial(number, params)
@@ -266,12 +292,15 @@ class _CurveHook:
     def __init__(self, evaluator: Evaluator, run: Any, fold: int, reporter: PruningReporter | None) -> None:
         self.evaluator, self.run, self.fold, self.reporter = evaluator, run, fold, reporter
         self.prefix = f"fold{fold}/" if evaluator.splits.folds else ""
-        self.epochs, self.pruned, self.result = 0, False, None
+        self.epochs, self.pruned, self.stopped, self.result = 0, False, False, None
 
     def __call__(self, epoch: int, logs: dict[str, float]) -> bool:
         self.epochs = epoch + 1
         self.run.log_metrics({self.prefix + k: v for k, v in logs.items()}, step=epoch)
         self.evaluator.observer.epoch_ended(self.fold, epoch, logs)
+        if self.evaluator.budget.past_deadline():
+            self.stopped = self.pruned = True
+            return True
         if self.reporter is None:
             return False
         monitored = logs.get("val_loss", logs.get("loss", math.nan))

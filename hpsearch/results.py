@@ -76,6 +76,7 @@ class StudyResult:
     experiment_id: str | None = None
     tracking_uri: str | None = None
     best_estimator: Any = None
+    stopped_by: str | None = None  # the budget that ended the search early (search.timeout / search.patience)
 
     @property
     def finished(self) -> list[TrialResult]:

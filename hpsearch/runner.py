@@ -18,6 +18,7 @@ from typing import Any
 
 from sklearn.base import is_classifier
 
+from hpsearch.budget import Budget
 from hpsearch.config import StudyConfig
 from hpsearch.data import Dataset, load_dataset
 from hpsearch.dimensions import Categorical, Fixed
@@ -56,6 +57,7 @@ def run_search(name: str, strategy: Strategy, evaluator: Evaluator, tracker: Tra
                                     run_id=strategy.shared_run_id())
     strategy.share_run_id(study_run)
     tracker.close_killed_trials(strategy.killed_trials())
+    evaluator.budget.start(strategy.study_results([]))
     try:
         with _heap_frozen():
             trials = strategy.run_search(evaluator)
@@ -65,7 +67,8 @@ def run_search(name: str, strategy: Strategy, evaluator: Evaluator, tracker: Tra
             if report and refit is not None:
                 tracker.start_report()
             result = StudyResult(name, trials, evaluator.scoring, study_run_id=study_run,
-                                 experiment_id=tracker.experiment_id, tracking_uri=tracker.tracking_uri)
+                                 experiment_id=tracker.experiment_id, tracking_uri=tracker.tracking_uri,
+                                 stopped_by=evaluator.budget.exhausted())
             if result.best is not None and refit is not None:
                 result.best_estimator, offset = _refit_best(refit, result.best.params)
                 if test is not None:
@@ -75,12 +78,14 @@ def run_search(name: str, strategy: Strategy, evaluator: Evaluator, tracker: Tra
         tracker.abort("interrupted (Ctrl-C)" if interrupted else f"{type(exc).__name__}: {exc}",
                       status="KILLED" if interrupted else "FAILED")
         raise
-    if refit is None and (strategy.busy() or strategy.planned_trials() > 0):
+    if refit is None and (strategy.busy() or strategy.planned_trials() > 0 and result.stopped_by is None):
         tracker.wait()
         return result  # other (or fresh) workers are still at it; the last one out closes the study run
     extra = {"tracking_uri": mask_credentials(tracker.tracking_uri or "")}
     if offset:
         extra["refit_seed"] = f"seed + {offset}"
+    if result.stopped_by:
+        extra["stopped_by"] = result.stopped_by
     tracker.end_study(result, extra, status="FINISHED" if result.best is not None else "FAILED")
     return result
 
@@ -244,8 +249,9 @@ def run_study(study: StudyConfig, study_text: str, observer: TrialObserver | Non
     data, fitter = plan.data, plan.fitter
     scoring, tracker = plan.scoring, plan.tracker()
     executor = make_executor(study.execution)
-    evaluator = Evaluator(plan.splits, fitter, scoring, tracker, observer, study.seed,
-                          study.training.epochs, executor)
+    search = study.search
+    evaluator = Evaluator(plan.splits, fitter, scoring, tracker, observer, study.seed, study.training.epochs,
+                          executor, Budget(search.timeout, search.patience, search.min_delta))
     validation = (data.X_valid, data.y_valid) if data.X_valid is not None else None
     auto = {}
     if wants_auto_learning_rate(study):

@@ -16,7 +16,7 @@ LAYERS = [
     {"runner", "search_cv", "lr_finder", "sync"},
     {"strategies", "evaluation", "execution", "fitting", "ledger", "progress", "advice", "report"},
     {"space", "models", "tracking", "tracking_base", "importance", "data"},
-    {"config", "dimensions", "errors", "presets", "results", "recorded"},
+    {"config", "dimensions", "errors", "presets", "results", "recorded", "budget"},
 ]
 ADAPTERS = {
     "optuna": {"strategies.optuna_search", "importance", "report"},

@@ -5,6 +5,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from typing import Any, Protocol
 
+from hpsearch.budget import Budget
 from hpsearch.config import SearchConfig
 from hpsearch.results import FoldLedger, PruningReporter, TrialResult
 from hpsearch.space import SearchSpace
@@ -12,6 +13,8 @@ from hpsearch.space import SearchSpace
 
 class Evaluate(Protocol):
     """Fits and scores candidates (the evaluator); never raises for a failing candidate."""
+
+    budget: Budget  # strategies start no trial once it is exhausted
 
     def __call__(self, params: dict[str, Any], number: int, reporter: PruningReporter | None = None,
                  ledger: FoldLedger | None = None) -> TrialResult:

@@ -179,7 +179,8 @@ class OptunaStrategy(Strategy):
                 raise optuna.TrialPruned(result.reason)
             return result.score if result.state == "finished" else float("nan")  # NaN: Optuna records FAIL
 
-        while self.planned_trials() > 0 and (self.quota is None or len(results) < self.quota):
+        while (self.planned_trials() > 0 and (self.quota is None or len(results) < self.quota)
+               and not evaluate.budget.exhausted()):
             self.study.optimize(objective, n_trials=1)
         return results
 
@@ -187,8 +188,11 @@ class OptunaStrategy(Strategy):
         """Wait until no other worker is running a trial (a dead one's trial fails by heartbeat and is
         retried here), so that the best of *every* trial is refit."""
         results: list[TrialResult] = []
-        while self.busy() or self.planned_trials() > 0:
-            if self.planned_trials() > 0:
+        def more() -> bool:
+            return self.planned_trials() > 0 and not evaluate.budget.exhausted()
+
+        while self.busy() or more():
+            if more():
                 results += self.run_search(evaluate)
                 continue
             time.sleep(min(5.0, self.search.heartbeat / 2))

@@ -67,8 +67,8 @@ class _LedgerStrategy(Strategy):
         numbered = list(enumerate(self.candidates()))
         ended = {number: self._ended(number, params) for number, params in numbered}
         todo = [(number, params) for number, params in numbered if ended[number] is None]
-        fresh = {result.number: result for result in evaluate.many(todo, self.ledger)}
-        return [ended[number] or fresh[number] for number, _ in numbered]
+        fresh = {result.number: result for result in evaluate.many(todo, self.ledger)}  # all, unless the budget ends
+        return [ended[number] or fresh[number] for number, _ in numbered if ended[number] or number in fresh]
 
 
 class RandomStrategy(_LedgerStrategy):
