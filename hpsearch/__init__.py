@@ -22,6 +22,7 @@ _LAZY = {
     "load_best": "hpsearch.tracking",
     "load_study": "hpsearch.config",
     "run_study": "hpsearch.runner",
+    "use_backend": "hpsearch.models.backend_choice",
 }
 __all__ = ["Categorical", "Fixed", "Float", "Int", "__version__", *_LAZY]
 

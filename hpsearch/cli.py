@@ -137,7 +137,8 @@ def _print_summary(result: StudyResult) -> None:
     if result.stopped_by:
         console.print(f"the search stopped early: {result.stopped_by}", soft_wrap=True, highlight=False)
     if result.test_score is not None and math.isfinite(result.test_score):
-        console.print(f"test score of the refit best model: {result.test_score:.5g}")
+        made = "the best trial's own model" if result.final == "best_trial" else "the refit best model"
+        console.print(f"test score of {made}: {result.test_score:.5g}")
     if result.study_run_id is None:
         console.print("not tracked (tracking.enabled: false)")
         return

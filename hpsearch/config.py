@@ -190,6 +190,8 @@ class SearchConfig(_Strict):
     timeout: float | None = Field(None, gt=0, allow_inf_nan=False)  # seconds of searching (hpsearch.budget)
     patience: int | None = Field(None, ge=1)  # finished trials in a row without improving by min_delta
     min_delta: float = Field(0.0, ge=0, allow_inf_nan=False)
+    # The delivered model: the best trial's own (holdout's default) or its params refitted (cv's default).
+    final: Literal["auto", "best_trial", "refit"] = "auto"
 
     @field_validator("space", mode="before")
     @classmethod

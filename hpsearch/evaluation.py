@@ -169,6 +169,11 @@ class Evaluator:
         self.tracker, self.observer, self.seed, self.epochs = tracker, observer, seed, epochs
         self.executor = executor
         self.budget = budget or Budget()
+        self._kept: tuple[TrialResult, Any] | None = None  # the best trial run here, and its (first fold's) model
+
+    def kept_model(self, number: int) -> Any:
+        """The model of trial ``number`` if it is the best trial this evaluator ran (else None)."""
+        return self._kept[1] if self._kept is not None and self._kept[0].number == number else None
 
     def score(self, model: Any, X: Any, y: Any) -> float:
         return checked_score(self._scorer, self.scoring, model, X, y)
@@ -213,6 +218,9 @@ class Evaluator:
 
     def _end(self, run: Any, result: TrialResult, model: Any, ledger: FoldLedger | None) -> None:
         self.budget.record(result)
+        if model is not None and result.state == "finished" and math.isfinite(result.score) and (
+                self._kept is None or result.score > self._kept[0].score):
+            self._kept = (result, model)
         self.tracker.end_trial(run, result, model=model)
         if ledger:
             ledger.end_trial(result)

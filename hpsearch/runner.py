@@ -41,12 +41,14 @@ Refit = Callable[[dict[str, Any], int], Any]  # (params, seed offset) -> the mod
 def run_search(name: str, strategy: Strategy, evaluator: Evaluator, tracker: Tracker, study_params: dict[str, Any],
                study_text: str, refit: Refit | None,
                test: tuple[Any, Any] | None = None, observer: TrialObserver | None = None,
-               report: bool = False) -> StudyResult:
-    """Search with ``strategy``, refit the best candidate, score it once on ``test``, record it all.
+               report: bool = False, final: str = "refit", validation: tuple[Any, Any] | None = None) -> StudyResult:
+    """Search with ``strategy``, deliver the best candidate's model, score it once on ``test``, record it all.
 
     ``refit=None`` is a worker's share of a study: trials only; the study run is closed by the
     last worker out, and refitting is left to ``hpsearch run``. ``report``: draw the study's report
-    (behind the refit) when the search is over.
+    (behind the refit) when the search is over. ``final``: ``best_trial`` delivers the best trial's own model
+    when this process trained it (else its params are refitted), ``refit`` refits them on all the training data.
+    ``validation``: where the delivered model's validation score is measured.
     """
     offset = 0
     observer = observer or NoObserver()
@@ -70,7 +72,15 @@ def run_search(name: str, strategy: Strategy, evaluator: Evaluator, tracker: Tra
                                  experiment_id=tracker.experiment_id, tracking_uri=tracker.tracking_uri,
                                  stopped_by=evaluator.budget.exhausted())
             if result.best is not None and refit is not None:
-                result.best_estimator, offset = _refit_best(refit, result.best.params)
+                result.best_estimator = evaluator.kept_model(result.best.number) if final == "best_trial" else None
+                result.final = "best_trial" if result.best_estimator is not None else "refit"
+                if result.best_estimator is None:
+                    if final == "best_trial":
+                        _log.warning("hpsearch: the best trial (%d) ran in another process or an earlier run; "
+                                     "refitting its params for the final model", result.best.number)
+                    result.best_estimator, offset = _refit_best(refit, result.best.params)
+                if validation is not None:
+                    result.final_valid_score = evaluator.score(result.best_estimator, *validation)
                 if test is not None:
                     result.test_score = evaluator.score(result.best_estimator, *test)
     except BaseException as exc:  # Ctrl-C or a bug: close the MLflow runs, never leave them RUNNING
@@ -86,6 +96,8 @@ def run_search(name: str, strategy: Strategy, evaluator: Evaluator, tracker: Tra
         extra["refit_seed"] = f"seed + {offset}"
     if result.stopped_by:
         extra["stopped_by"] = result.stopped_by
+    if result.final:
+        extra["final"] = result.final
     tracker.end_study(result, extra, status="FINISHED" if result.best is not None else "FAILED")
     return result
 
@@ -186,6 +198,14 @@ def _steps_per_fit(study: StudyConfig, n_train: int) -> int:
     return study.training.epochs * math.ceil(rows / study.training.batch_size)
 
 
+def final_model(study: StudyConfig) -> str:
+    """``search.final`` in force: ``auto`` is the best trial's own model under holdout (it trained on exactly the
+    refit's data; refits lost what the search found, benchmarks/RESULTS.md), a refit on all the data with cv."""
+    if study.search.final != "auto":
+        return study.search.final
+    return "refit" if study.search.cv else "best_trial"
+
+
 def wants_auto_learning_rate(study: StudyConfig) -> bool:
     """``learning_rate: auto`` in the space: the LR range test sets the searched range."""
     return study.search.space.get("learning_rate") == Fixed("auto")
@@ -265,7 +285,8 @@ def run_study(study: StudyConfig, study_text: str, observer: TrialObserver | Non
     with executor or contextlib.nullcontext():
         result = run_search(study.name, plan.strategy, evaluator, tracker, {**_study_params(plan, scoring), **auto},
                             study_text, None if worker else refit, test=(data.X_test, data.y_test),
-                            observer=observer, report=study.tracking.report)
+                            observer=observer, report=study.tracking.report, final=final_model(study),
+                            validation=validation)
     return result
 
 

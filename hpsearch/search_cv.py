@@ -25,7 +25,9 @@ from sklearn.utils.validation import check_is_fitted
 
 from hpsearch.config import parse_search, tracking_uri
 from hpsearch.dimensions import as_dimension
+from hpsearch.budget import Budget
 from hpsearch.evaluation import Evaluator, Splits, make_folds
+from hpsearch.models.backend_choice import running_backend, use_backend
 from hpsearch.fitting import EstimatorFitter, keras_step
 from hpsearch.results import NoObserver, cv_results
 from hpsearch.runner import run_search
@@ -50,14 +52,19 @@ class SearchCV(MetaEstimatorMixin, BaseEstimator):
     (``np.arange(1, 100)``). ``tracking=False`` keeps everything in memory. After ``fit``:
     ``best_params_``, ``best_score_``, ``best_estimator_`` (refit on all the data), ``cv_results_``
     (scikit-learn's format), ``n_trials_``, ``study_`` (Optuna), ``study_run_id_`` (MLflow).
+    ``timeout`` (seconds), ``patience`` and ``min_delta`` end the search early, as ``search.*`` in study files.
+    ``backend`` checks that Keras runs on that backend (it is fixed when Keras is first imported: call
+    ``hpsearch.use_backend("jax")``, or set ``KERAS_BACKEND``, before importing hpsearch's estimators).
     """
 
     def __init__(self, estimator: Any, space: dict[str, Any], *, strategy: str = "random", n_trials: int = 10,
                  cv: Any = 3, scoring: str | None = None, refit: bool = True, experiment: str = "hpsearch",
                  tracking: bool = True, tracking_uri: str | None = None, log_models: bool = True,
                  random_state: int | None = 42, sampler: str = "tpe", pruner: str = "hyperband",
-                 storage: str | None = None, grid_points: int = 3) -> None:
+                 storage: str | None = None, grid_points: int = 3, timeout: float | None = None,
+                 patience: int | None = None, min_delta: float = 0.0, backend: str | None = None) -> None:
         self.estimator, self.space, self.strategy, self.n_trials = estimator, space, strategy, n_trials
+        self.timeout, self.patience, self.min_delta, self.backend = timeout, patience, min_delta, backend
         self.cv, self.scoring, self.refit, self.experiment = cv, scoring, refit, experiment
         self.tracking, self.tracking_uri, self.log_models = tracking, tracking_uri, log_models
         self.random_state, self.sampler, self.pruner = random_state, sampler, pruner
@@ -105,7 +112,10 @@ class SearchCV(MetaEstimatorMixin, BaseEstimator):
         self._check_data(X, y)
         search = parse_search({"strategy": self.strategy, "n_trials": self.n_trials, "cv": None,
                                "scoring": self.scoring, "sampler": self.sampler, "pruner": self.pruner,
-                               "storage": self.storage, "grid_points": self.grid_points})
+                               "storage": self.storage, "grid_points": self.grid_points, "timeout": self.timeout,
+                               "patience": self.patience, "min_delta": self.min_delta})
+        if self.backend is not None:  # Keras is loaded with the estimator: this checks that it runs on the one asked
+            use_backend(self.backend, field="backend")
         seed = self.random_state if self.random_state is not None else int(np.random.randint(2**31 - 1))
         strategy = make_strategy(search, space, seed, self.experiment)
         folds = make_folds(X, y, self.cv, is_classifier(self.estimator))
@@ -117,7 +127,8 @@ class SearchCV(MetaEstimatorMixin, BaseEstimator):
         if sample_weight is not None and len(sample_weight) != len(y):
             raise ValueError(f"sample_weight has {len(sample_weight)} values for {len(y)} rows")
         evaluator = Evaluator(Splits(X, y, folds, sample_weight=sample_weight), fitter, scoring, tracker, NoObserver(), seed,
-                              int(getattr(wrapper, "epochs", 1) or 1))
+                              int(getattr(wrapper, "epochs", 1) or 1), budget=Budget(search.timeout, search.patience,
+                                                                                     search.min_delta))
         refit_seconds: list[float] = []
 
         def refit(params: dict[str, Any], seed_offset: int) -> Any:
@@ -144,6 +155,7 @@ class SearchCV(MetaEstimatorMixin, BaseEstimator):
 
     def _study_params(self, space: SearchSpace, X: Any, y: Any, seed: int) -> dict[str, Any]:
         return {"strategy": self.strategy, "n_trials": self.n_trials, "cv": repr(self.cv),
+                "backend": running_backend() or "none",
                 "scoring": self.scoring or "estimator default", "seed": seed,
                 "estimator": type(self.estimator).__name__, "data.n_rows": len(y),
                 "data.n_features": np.shape(X)[1] if np.ndim(X) > 1 else 1,

@@ -681,6 +681,8 @@ class MlflowTracker:
                             "hpsearch.best_params": json.dumps(best.params, default=str)})
         if result.test_score is not None:
             study.log_metrics({"test_score": result.test_score})
+        if result.final_valid_score is not None:
+            study.log_metrics({"final_valid_score": result.final_valid_score})
         if extra:
             study.set_tags({f"hpsearch.{k}": v for k, v in extra.items()})
         try:
