@@ -12,12 +12,9 @@ import functools
 import gc
 import logging
 import os
-import random
 import sys
 from collections.abc import Iterator
 from typing import Any
-
-import numpy as np
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -165,30 +162,7 @@ def fresh_session(seed: int | None) -> None:
     if not full:
         gc.collect(1)
     if seed is not None:
-        set_random_seed(seed)
-
-
-def set_random_seed(seed: int) -> None:
-    """``keras.utils.set_random_seed``, without importing TensorFlow (~2 s) just to seed it when it is neither the
-    backend nor loaded (Keras seeds it for tf.data pipelines, which then do not exist)."""
-    if tf is not None or "tensorflow" in sys.modules:
-        keras.utils.set_random_seed(seed)
-        return
-    try:  # private modules: a Keras that moved them seeds the usual way
-        from keras.src.backend.common import global_state
-        from keras.src.random import seed_generator
-        from keras.src.utils import rng_utils
-    except ImportError:
-        keras.utils.set_random_seed(seed)
-        return
-    global_state.set_global_attribute(rng_utils.GLOBAL_RANDOM_SEED, seed)
-    global_state.set_global_attribute(seed_generator.GLOBAL_SEED_GENERATOR, None)
-    random.seed(seed)
-    np.random.seed(seed)
-    if BACKEND == "torch":
-        import torch
-
-        torch.manual_seed(seed)
+        keras.utils.set_random_seed(seed)  # TensorFlow too, unless _tensorflow_unused told Keras it is absent
 
 
 def array_batches(arrays: tuple[Any, ...], batch_size: int, shuffle: bool) -> Any:
@@ -208,5 +182,5 @@ def array_batches(arrays: tuple[Any, ...], batch_size: int, shuffle: bool) -> An
     return data.batch(batch_size).prefetch(2).with_options(options)
 
 
-__all__ = ["BACKEND", "keras", "tf", "without_tensorflow", "limit_threads", "fresh_session", "set_random_seed",
+__all__ = ["BACKEND", "keras", "tf", "without_tensorflow", "limit_threads", "fresh_session",
            "array_batches"]

@@ -44,7 +44,7 @@ import numpy as np
 from scipy import sparse
 from sklearn.utils import ClassifierTags, RegressorTags
 
-from hpsearch.models.backend import BACKEND, array_batches, keras, set_random_seed, without_tensorflow
+from hpsearch.models.backend import BACKEND, array_batches, keras, without_tensorflow
 
 with without_tensorflow():  # scikeras imports TensorFlow (1.8 s) only to seed it, which hpsearch does itself
     import scikeras.wrappers as sk
@@ -80,7 +80,7 @@ class _Fixed:
     def _build_keras_model(self) -> Any:
         seed = getattr(self, "_seed", None)
         if seed is not None:
-            set_random_seed(int(seed))
+            keras.utils.set_random_seed(int(seed))
         return super()._build_keras_model()
 
     def _factory_params(self) -> set[str]:
