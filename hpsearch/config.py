@@ -385,7 +385,7 @@ def _model_at(root: type[BaseModel], loc: tuple) -> type[BaseModel] | None:
 
 def _format_error(error: dict, root: type[BaseModel]) -> str:
     loc = tuple(error["loc"])
-    where = ".".join(str(p) for p in loc) or "study"
+    where = ".".join(str(p) if str(p).isprintable() else repr(str(p)) for p in loc) or "study"  # one line
     if error["type"] == "extra_forbidden":
         owner = _model_at(root, loc[:-1])
         hint = _did_you_mean(str(loc[-1]), owner.model_fields) if owner else ""
