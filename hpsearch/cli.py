@@ -137,7 +137,8 @@ def _print_summary(result: StudyResult) -> None:
     if result.stopped_by:
         console.print(f"the search stopped early: {result.stopped_by}", soft_wrap=True, highlight=False)
     if result.test_score is not None and math.isfinite(result.test_score):
-        made = "the best trial's own model" if result.final == "best_trial" else "the refit best model"
+        made = {"best_trial": "the best trial's own model", "ensemble": _ensemble_words(result.ensemble or {})
+                }.get(result.final or "", "the refit best model")
         console.print(f"test score of {made}: {result.test_score:.5g}")
     if result.study_run_id is None:
         console.print("not tracked (tracking.enabled: false)")
@@ -147,6 +148,11 @@ def _print_summary(result: StudyResult) -> None:
     if result.best_estimator is not None:
         console.print(f"best model: runs:/{result.study_run_id}/model", soft_wrap=True)
     console.print(f"open the UI: {_ui_command(uri)}", soft_wrap=True)
+
+
+def _ensemble_words(weights: dict[int, int]) -> str:
+    members = ", ".join(f"{n}" + (f" (x{w})" if w > 1 else "") for n, w in weights.items())
+    return f"the ensemble of trials {members}"
 
 
 def _check_shared(study: StudyConfig) -> None:

@@ -111,6 +111,7 @@ class DataConfig(_Strict):
     valid_size: float = Field(0.25, ge=0, lt=1)
     scale: Literal["standard", "minmax", "none"] = "standard"
     max_rows: int | None = Field(None, ge=10)
+    seed: int | None = Field(None, ge=0, le=2**32 - 1)  # the split's (and subsample's) seed; the study's if unset
 
     @model_validator(mode="after")
     def _one_source(self) -> DataConfig:
@@ -190,8 +191,10 @@ class SearchConfig(_Strict):
     timeout: float | None = Field(None, gt=0, allow_inf_nan=False)  # seconds of searching (hpsearch.budget)
     patience: int | None = Field(None, ge=1)  # finished trials in a row without improving by min_delta
     min_delta: float = Field(0.0, ge=0, allow_inf_nan=False)
-    # The delivered model: the best trial's own (holdout's default) or its params refitted (cv's default).
-    final: Literal["auto", "best_trial", "refit"] = "auto"
+    # The delivered model: the best trial's own (holdout's default), its params refitted (cv's default), or the
+    # greedy ensemble of the ensemble_size best trials' models (holdout only).
+    final: Literal["auto", "best_trial", "refit", "ensemble"] = "auto"
+    ensemble_size: int = Field(5, ge=1, le=100)
 
     @field_validator("space", mode="before")
     @classmethod

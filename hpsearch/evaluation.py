@@ -7,10 +7,12 @@ hear back :class:`~hpsearch.results.TrialResult` objects (scikit-learn's ``evalu
 from __future__ import annotations
 
 import math
+import pickle
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
+import cloudpickle
 import numpy as np
 from sklearn.metrics import get_scorer
 from sklearn.model_selection import check_cv
@@ -21,6 +23,7 @@ from hpsearch.budget import STOPPED_AT_DEADLINE, Budget
 from hpsearch.errors import DataError
 from hpsearch.execution import Executor
 from hpsearch.fitting import Fitter, TrialFailed
+from hpsearch.models.backend_choice import intended_backend, join_backend
 from hpsearch.results import FoldLedger, FoldResult, PruningReporter, TrialObserver, TrialResult
 
 DEFAULT_SCORING = {"regression": "neg_mean_squared_error", "binary": "accuracy",
@@ -84,6 +87,22 @@ class FoldTask:
     seed: int
     keep_model: bool
     deadline: float | None = None  # time.time() at which the search's budget ends: the fit stops there
+    backend: str | None = field(default_factory=intended_backend)  # the study's Keras backend, for the worker
+    refused: str | None = None  # why the process it arrived in cannot train it (another Keras backend)
+
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        """Unpickled in a worker, the task first puts Keras on the study's backend, then loads its fitter (whose
+        factory's module imports Keras, fixing the backend)."""
+        payload = cloudpickle.dumps({f.name: getattr(self, f.name) for f in fields(self)})
+        return _arrive, (self.backend, self.number, payload)
+
+
+def _arrive(backend: str | None, number: int, payload: bytes) -> FoldTask:
+    """A :class:`FoldTask` rebuilt in a worker process on the study's Keras backend (or refused, saying why)."""
+    refused = join_backend(backend)
+    if refused:
+        return FoldTask(None, Splits(None, None), "", {}, number, 0, 0, False, backend=backend, refused=refused)
+    return FoldTask(**pickle.loads(payload))
 
 
 @dataclass
@@ -145,6 +164,8 @@ def run_fold_task(task: FoldTask) -> FoldOutcome:
     """Run one :class:`FoldTask` (in a joblib/Dask worker); never raises for a failing candidate."""
     if task.deadline is not None and time.time() >= task.deadline:
         return FoldOutcome(task.number, skipped=True)
+    if task.refused:
+        return FoldOutcome(task.number, error=task.refused)
     recorder = _Recorder(task.deadline)
     try:
         model, stopped = fit_fold(task, recorder)
@@ -163,17 +184,23 @@ class Evaluator:
     """
 
     def __init__(self, splits: Splits, fitter: Fitter, scoring: str, tracker: Any, observer: TrialObserver,
-                 seed: int, epochs: int, executor: Executor | None = None, budget: Budget | None = None) -> None:
+                 seed: int, epochs: int, executor: Executor | None = None, budget: Budget | None = None,
+                 keep: int = 1) -> None:
         self.splits, self.fitter, self.scoring = splits, fitter, scoring
         self._scorer = get_scorer(scoring)
         self.tracker, self.observer, self.seed, self.epochs = tracker, observer, seed, epochs
         self.executor = executor
         self.budget = budget or Budget()
-        self._kept: tuple[TrialResult, Any] | None = None  # the best trial run here, and its (first fold's) model
+        self.keep = keep
+        self._kept: list[tuple[TrialResult, Any]] = []  # the best ``keep`` trials run here, with their models
 
     def kept_model(self, number: int) -> Any:
-        """The model of trial ``number`` if it is the best trial this evaluator ran (else None)."""
-        return self._kept[1] if self._kept is not None and self._kept[0].number == number else None
+        """The model of trial ``number`` if it is among the best trials this evaluator ran and kept (else None)."""
+        return next((model for result, model in self._kept if result.number == number), None)
+
+    def kept_models(self) -> list[tuple[int, Any]]:
+        """(trial number, model) of the best trials run here, best first (the ensemble's candidates)."""
+        return [(result.number, model) for result, model in self._kept]
 
     def score(self, model: Any, X: Any, y: Any) -> float:
         return checked_score(self._scorer, self.scoring, model, X, y)
@@ -218,9 +245,8 @@ class Evaluator:
 
     def _end(self, run: Any, result: TrialResult, model: Any, ledger: FoldLedger | None) -> None:
         self.budget.record(result)
-        if model is not None and result.state == "finished" and math.isfinite(result.score) and (
-                self._kept is None or result.score > self._kept[0].score):
-            self._kept = (result, model)
+        if model is not None and result.state == "finished" and math.isfinite(result.score) and self.keep:
+            self._kept = sorted([*self._kept, (result, model)], key=lambda kept: -kept[0].score)[:self.keep]
         self.tracker.end_trial(run, result, model=model)
         if ledger:
             ledger.end_trial(result)

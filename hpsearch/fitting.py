@@ -16,6 +16,7 @@ from sklearn.base import clone
 from sklearn.pipeline import Pipeline
 
 from hpsearch.config import StudyConfig
+from hpsearch.models.backend_choice import factory_uses_tensorflow, running_backend
 from hpsearch.models.estimator import assemble, make_estimator, make_preprocessor
 
 if TYPE_CHECKING:
@@ -59,9 +60,23 @@ class StudyFitter:
                 validation = (preprocessor.transform(validation[0]), validation[1])
         estimator = self.new_estimator(params)
         callbacks = fit_callbacks(self.study.training, hook, validation is not None)
-        estimator.fit(X, y, sample_weight=sample_weight, validation_data=validation, callbacks=callbacks)
+        try:
+            estimator.fit(X, y, sample_weight=sample_weight, validation_data=validation, callbacks=callbacks)
+        except Exception as exc:
+            _name_the_backend(exc, self.study.model.factory)
+            raise
         _check_history(estimator)
         return assemble(preprocessor, estimator)
+
+
+def _name_the_backend(exc: Exception, factory: str) -> None:
+    """A factory whose module uses TensorFlow failed on another backend: fail the trial saying so."""
+    backend = running_backend()
+    if backend not in (None, "tensorflow") and factory_uses_tensorflow(factory):
+        message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise TrialFailed(f"{type(exc).__name__} on the {backend} backend: {message} (the factory's module "
+                          f"{factory.partition(':')[0]} imports tensorflow, whose ops build only on the tensorflow "
+                          "backend: set training.backend: tensorflow, which auto chooses for it)") from exc
 
 
 def keras_step(estimator: Any) -> tuple[Any, str]:

@@ -588,6 +588,18 @@ class MlflowTracker:
             futures_wait([run.opened])  # long done, unless the server is slow: then the id is worth the wait
         result.run_id = run.run_id
 
+    def trial_model(self, run_id: str) -> Any:
+        """The model logged with trial run ``run_id`` (trained in another process or an earlier run); None when it
+        has none (``tracking.log_models: false``, a model never uploaded) or the server does not answer."""
+        try:
+            with tempfile.TemporaryDirectory() as folder:
+                local = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="model", dst_path=folder,
+                                                            tracking_uri=self.tracking_uri)
+                return mlflow.sklearn.load_model(local)
+        except Exception as exc:  # noqa: BLE001  (any failure means: this trial's model is not available)
+            _log.info("hpsearch: the model of trial run %s could not be loaded (%s)", run_id, exc)
+            return None
+
     def _finish_trial(self, run: _Run, status: str) -> None:
         """Upload a trial's model and close its run, behind the next trial's training (one thread, in order)."""
         self._send_unsent(wait=False)

@@ -33,6 +33,8 @@ class Tracker(Protocol):
     def end_study(self, result: StudyResult, extra: dict[str, Any], status: str = "FINISHED") -> None: ...
     def abort(self, reason: str, status: str = "KILLED") -> None: ...
     def log_range_test(self, study_name: str, test: Any, plot_path: Any) -> str | None: ...
+    def trial_model(self, run_id: str) -> Any:
+        """The fitted model a trial record holds (trained in another process or run), or None."""
 
 
 class _NullRun:
@@ -78,4 +80,7 @@ class NullTracker:
         pass
 
     def log_range_test(self, study_name: str, test: Any, plot_path: Any) -> None:
+        return None
+
+    def trial_model(self, run_id: str) -> None:
         return None

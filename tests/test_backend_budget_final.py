@@ -124,12 +124,13 @@ def test_bad_budgets_are_refused_naming_the_field(field, value):
         parse_study(tiny_study(search={field: value}))
 
 
-def test_holdout_delivers_the_best_trials_own_model(workdir):
+def test_holdout_can_deliver_the_best_trials_own_model(workdir):
     """Under holdout the best trial trained on exactly the refit's rows: its model is delivered as it is, and its
-    validation score is the best trial's."""
-    study = parse_study(tiny_study(name="delivered", search={"cv": None, "n_trials": 3, "space": SPACE},
-                                   tracking={"report": False}))
-    assert final_model(study) == "best_trial"
+    validation score is the best trial's. (The default there is the ensemble, test_ensemble.py.)"""
+    assert final_model(parse_study(tiny_study(search={"cv": None})), "binary") == "ensemble"
+    assert final_model(parse_study(tiny_study(search={"cv": None})), "multilabel") == "best_trial"
+    study = parse_study(tiny_study(name="delivered", search={"cv": None, "n_trials": 3, "space": SPACE,
+                                                            "final": "best_trial"}, tracking={"report": False}))
     result = run_study(study, "")
     assert result.final == "best_trial"
     assert result.final_valid_score == pytest.approx(result.best.score)
@@ -140,7 +141,7 @@ def test_holdout_delivers_the_best_trials_own_model(workdir):
 
 
 def test_cv_refits_by_default_and_best_trial_can_be_asked(workdir):
-    assert final_model(parse_study(tiny_study())) == "refit"
+    assert final_model(parse_study(tiny_study()), "binary") == "refit"
     study = parse_study(tiny_study(name="cv-best", search={"final": "best_trial", "cv": 2, "space": SPACE}, tracking={"enabled": False}))
     result = run_study(study, "")
     assert result.final == "best_trial" and result.best_estimator is not None

@@ -46,6 +46,25 @@ def running_backend() -> str | None:
     return config.backend() if config is not None else None
 
 
+def intended_backend() -> str | None:
+    """The backend this process trains on: Keras' once imported, else the one :func:`use_backend` set."""
+    return running_backend() or os.environ.get("KERAS_BACKEND")
+
+
+def join_backend(name: str | None) -> str | None:
+    """In a worker process (joblib, Dask) about to fit for a study on ``name``: run Keras on it too. Returns why
+    it cannot (Keras already runs on another backend here), else None."""
+    running = running_backend()
+    if name is None or running == name:
+        return None
+    if running is None and installed(name):
+        use_backend(name)
+        return None
+    why = f"Keras runs on {running}" if running else f"{name} is not installed"
+    return (f"this worker cannot train on the study's Keras backend {name}: {why} here; start the workers with "
+            f"KERAS_BACKEND={name} (and {name} installed), or set training.backend to match them")
+
+
 def factory_uses_tensorflow(spec: str) -> bool:
     """Whether the module of a user's ``package.module:function`` factory imports TensorFlow (read, not run)."""
     module = spec.partition(":")[0]

@@ -1,0 +1,172 @@
+"""The core end-to-end paths on Keras' JAX backend: each runs ``hpsearch`` in a fresh process with
+``training.backend: jax`` (this test process runs on TensorFlow, and Keras fixes its backend on first import).
+
+The same paths on TensorFlow are the rest of the suite: pruning, early stopping and per-trial models
+(test_run_e2e), resume and ``trials_per_process`` (test_scaleout), workers (test_workers), lr-find
+(test_guidance), NaN termination and Ctrl-C (test_faults), offline + sync (test_tracking_faults), Dask (test_scaleout).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from mlflow import MlflowClient
+
+from tests.conftest import local_store, tiny_study, write_study
+
+pytestmark = pytest.mark.slow
+SPACE = {"n_neurons": {"int": [4, 16]}, "learning_rate": {"float": [1e-3, 1e-2], "log": True}}
+
+
+def jax_study(name: str, **search) -> dict:
+    return tiny_study(name=name, search={"strategy": "optuna", "cv": None, "n_trials": 4, "sampler": "random",
+                                         "storage": "sqlite:///optuna.db", "space": SPACE, **search},
+                      training={"backend": "jax", "epochs": 6, "early_stopping": {"patience": 2}},
+                      tracking={"report": False})
+
+
+def hpsearch(cwd, *args: str, expect: int = 0) -> str:
+    env = {k: v for k, v in os.environ.items() if k != "KERAS_BACKEND"}
+    done = subprocess.run([sys.executable, "-m", "hpsearch", *args], cwd=cwd, capture_output=True, text=True,
+                          env={**env, "HPSEARCH_OFFLINE": "1"}, timeout=600)
+    assert done.returncode == expect, done.stdout + done.stderr
+    return done.stdout + done.stderr
+
+
+def runs(experiment: str, uri: str | None = None) -> tuple[list, list]:
+    """(study runs, trial runs) of ``experiment``."""
+    client = MlflowClient(uri or local_store())
+    found = client.search_runs([client.get_experiment_by_name(experiment).experiment_id], max_results=1000)
+    return ([r for r in found if r.data.tags.get("hpsearch.role") == "study"],
+            [r for r in found if r.data.tags.get("hpsearch.role") == "trial"])
+
+
+def test_pruning_early_stopping_models_recycling_and_resume_on_jax(workdir):
+    path = write_study(workdir, jax_study("jax-core", pruner="successive_halving", n_trials=5)
+                       | {"execution": {"trials_per_process": 3}})
+    out = hpsearch(workdir, "run", str(path))
+    assert "the study goes on in a fresh process" in out and "Keras backend: jax" in out
+    (study,), trials = runs("jax-core")
+    assert study.data.params["backend"] == "jax" and len(trials) == 5
+    assert {t.data.tags["hpsearch.state"] for t in trials} <= {"finished", "pruned"}
+    client = MlflowClient(local_store())
+    finished = [t for t in trials if t.data.tags["hpsearch.state"] == "finished"]
+    assert finished and all("model" in {a.path for a in client.list_artifacts(t.info.run_id)} for t in finished)
+    assert all(t.data.metrics["epochs"] <= 6 for t in trials)
+
+    out = hpsearch(workdir, "run", str(path), "--set", "search.n_trials=7")  # a re-run grows the same study
+    (again,), trials = runs("jax-core")
+    assert again.info.run_id == study.info.run_id and len(trials) == 7
+
+
+def test_two_workers_share_a_study_on_jax(workdir):
+    path = write_study(workdir, jax_study("jax-workers", n_trials=4, pruner="none"))
+    out = hpsearch(workdir, "run", str(path), "--workers", "2")
+    assert "Keras backend: jax" in out
+    (study,), trials = runs("jax-workers")
+    assert sorted(int(t.data.tags["hpsearch.trial"]) for t in trials) == [0, 1, 2, 3]
+    assert len({t.data.tags["hpsearch.process"] for t in trials}) == 2
+    assert study.info.status == "FINISHED" and "test_score" in study.data.metrics
+
+
+def test_lr_find_and_nan_termination_on_jax(workdir):
+    lr_study = jax_study("jax-lr", space={"n_neurons": 8})
+    lr_study["model"]["params"]["optimizer"] = "sgd"
+    out = hpsearch(workdir, "lr-find", str(write_study(workdir, lr_study)), "--iterations", "120")
+    assert "suggested" in out and "sgd" in out
+    client = MlflowClient(local_store())
+    (run,) = client.search_runs([client.get_experiment_by_name("jax-lr").experiment_id])
+    assert len(client.get_metric_history(run.info.run_id, "lr")) > 10
+    diverging = jax_study("jax-nan", n_trials=2, pruner="none",  # regression: an SGD step of 1e6 overflows
+                          space={"learning_rate": {"float": [1e6, 1e7], "log": True}})
+    diverging["model"]["params"]["optimizer"] = "sgd"
+    diverging["data"]["dataset"] = "diabetes"
+    out = hpsearch(workdir, "run", str(write_study(workdir, diverging, "nan.yaml")), expect=1)
+    _, trials = runs("jax-nan")
+    assert [t.data.tags["hpsearch.state"] for t in trials] == ["failed", "failed"]
+    assert all("NaN" in t.data.tags["hpsearch.reason"] for t in trials)
+
+
+def test_offline_then_sync_on_jax(workdir):
+    target = f"sqlite:///{workdir / 'server.db'}"
+    path = write_study(workdir, jax_study("jax-offline", n_trials=2, pruner="none")
+                       | {"tracking": {"report": False, "uri": target}})
+    out = hpsearch(workdir, "run", str(path), "--offline")
+    assert "hpsearch sync" in out and not (workdir / "server.db").exists()
+    out = hpsearch(workdir, "sync", str(path))
+    assert "3 run(s) copied" in " ".join(out.split())
+    (study,), trials = runs("jax-offline", target)
+    assert study.data.params["backend"] == "jax" and len(trials) == 2
+
+
+def test_dask_workers_train_on_the_studys_backend(workdir):
+    distributed = pytest.importorskip("distributed")
+    study = jax_study("jax-dask", n_trials=2) | {"search": {"strategy": "random", "n_trials": 2, "cv": 2,
+                                                            "storage": None, "space": SPACE}}
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
+        study["execution"] = {"backend": "dask", "address": cluster.scheduler_address}
+        hpsearch(workdir, "run", str(write_study(workdir, study)))
+        backends = cluster.get_client().run(lambda: __import__("keras").config.backend())
+    assert set(backends.values()) == {"jax"}  # the workers joined the study's backend
+    _, trials = runs("jax-dask")
+    assert [t.data.tags["hpsearch.state"] for t in trials] == ["finished", "finished"]
+
+
+def test_ctrl_c_on_jax_closes_the_runs_and_the_same_command_resumes(workdir):
+    path = write_study(workdir, jax_study("jax-interrupted", n_trials=2, pruner="none")
+                       | {"training": {"backend": "jax", "epochs": 1500, "early_stopping": False}})
+    env = {k: v for k, v in os.environ.items() if k != "KERAS_BACKEND"}
+    process = subprocess.Popen([sys.executable, "-m", "hpsearch", "run", str(path)], cwd=workdir, text=True,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**env, "HPSEARCH_OFFLINE": "1"})
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and not _trial_running(workdir, "jax-interrupted"):
+        time.sleep(1)
+    time.sleep(3)
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=300)
+    assert process.returncode == 130, err
+    assert "Traceback" not in err and "run the same command again" in " ".join(err.split())
+    (study,), trials = runs("jax-interrupted")
+    assert study.info.status == "KILLED" and "RUNNING" not in {t.info.status for t in trials}
+    hpsearch(workdir, "run", str(path))  # the same command again
+    (study,), trials = runs("jax-interrupted")
+    assert study.info.status == "FINISHED" and "test_score" in study.data.metrics
+
+
+def _trial_running(workdir, experiment: str) -> bool:
+    if not (workdir / "mlflow.db").exists():
+        return False
+    try:
+        return bool(runs(experiment)[1])
+    except Exception:  # the store is being created by the run
+        return False
+
+
+TF_FACTORY = '''
+import keras
+import tensorflow as tf
+
+
+def build(meta, n_neurons=8, learning_rate=1e-3):
+    model = keras.Sequential([keras.Input(meta["n_features_in_"]), keras.layers.Dense(n_neurons, "relu"),
+                              keras.layers.Lambda(lambda x: tf.math.square(x)), keras.layers.Dense(1)])
+    model.compile(keras.optimizers.Adam(learning_rate), "mse")
+    return model
+'''
+
+
+def test_a_factory_using_tensorflow_ops_fails_on_jax_naming_the_backend(workdir):
+    (workdir / "tf_ops.py").write_text(TF_FACTORY)
+    study = jax_study("jax-tf-ops", n_trials=2, pruner="none")
+    study["data"]["dataset"], study["model"] = "diabetes", {"factory": "tf_ops:build"}
+    out = hpsearch(workdir, "run", str(write_study(workdir, study)), expect=1)
+    assert "every trial" in out
+    _, trials = runs("jax-tf-ops")
+    reasons = {t.data.tags["hpsearch.reason"] for t in trials}
+    assert len(trials) == 2 and all("on the jax backend" in r and "training.backend: tensorflow" in r
+                                    for r in reasons), reasons
