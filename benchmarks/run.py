@@ -20,7 +20,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import DEFAULT_DATA, Figure, data_file, load_json, markdown, table
 
-BENCHMARKS = ("search_efficiency", "tracking_overhead", "trial_overhead", "memory", "parallel_scaling", "backends",
+BENCHMARKS = ("headline", "tracking_overhead", "trial_overhead", "memory", "parallel_scaling", "backends",
               "final_model")
 HERE = Path(__file__).resolve().parent
 

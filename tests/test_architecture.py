@@ -14,7 +14,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "hpsearch"
 LAYERS = [
     {"__main__", "cli"},
     {"runner", "search_cv", "lr_finder", "sync"},
-    {"strategies", "evaluation", "execution", "fitting", "ledger", "progress", "advice", "report"},
+    {"strategies", "evaluation", "execution", "fitting", "ensemble", "ledger", "progress", "advice", "report"},
     {"space", "models", "tracking", "tracking_base", "importance", "data"},
     {"config", "dimensions", "errors", "presets", "results", "recorded", "budget"},
 ]

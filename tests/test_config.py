@@ -40,8 +40,8 @@ def test_defaults(monkeypatch):
     study = parse_study(copy.deepcopy(MINIMAL))
     assert isinstance(study, StudyConfig)
     assert study.seed == 42
-    assert study.search.cv == 3
-    assert study.search.strategy == "random"
+    assert study.search.cv is None and study.search.strategy == "optuna"  # the defaults that won (RESULTS.md)
+    assert study.search.pruner == "hyperband" and study.search.final == "auto"
     assert study.search.n_trials == 10
     assert study.search.scoring is None
     assert study.search.space == {}

@@ -104,17 +104,53 @@ def test_offline_then_sync_on_jax(workdir):
     assert study.data.params["backend"] == "jax" and len(trials) == 2
 
 
-def test_dask_workers_train_on_the_studys_backend(workdir):
+CLUSTER = """
+import sys, distributed
+if __name__ == "__main__":
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as c:
+        print(c.scheduler_address, flush=True)
+        sys.stdin.read()
+"""
+
+
+@pytest.fixture
+def dask_cluster(workdir):
+    """A Dask cluster in processes of its own (as a remote one would be), none of them with Keras loaded."""
     distributed = pytest.importorskip("distributed")
-    study = jax_study("jax-dask", n_trials=2) | {"search": {"strategy": "random", "n_trials": 2, "cv": 2,
-                                                            "storage": None, "space": SPACE}}
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
-        study["execution"] = {"backend": "dask", "address": cluster.scheduler_address}
-        hpsearch(workdir, "run", str(write_study(workdir, study)))
-        backends = cluster.get_client().run(lambda: __import__("keras").config.backend())
-    assert set(backends.values()) == {"jax"}  # the workers joined the study's backend
+    (workdir / "cluster.py").write_text(CLUSTER)
+    env = {k: v for k, v in os.environ.items() if k != "KERAS_BACKEND"}
+    process = subprocess.Popen([sys.executable, "cluster.py"], cwd=workdir, stdin=subprocess.PIPE,
+                               stdout=subprocess.PIPE, text=True, env=env)
+    address = process.stdout.readline().strip()
+    client = distributed.Client(address, timeout=60)
+    try:
+        yield address, client
+    finally:
+        client.close()
+        process.stdin.close()
+        process.wait(timeout=120)
+
+
+def _dask_study(name: str, address: str) -> dict:
+    return jax_study(name) | {"search": {"strategy": "random", "n_trials": 2, "cv": 2, "storage": None,
+                                         "space": SPACE}, "execution": {"backend": "dask", "address": address}}
+
+
+def test_dask_workers_train_on_the_studys_backend(workdir, dask_cluster):
+    address, client = dask_cluster
+    hpsearch(workdir, "run", str(write_study(workdir, _dask_study("jax-dask", address))))
+    assert set(client.run(lambda: __import__("keras").config.backend()).values()) == {"jax"}
     _, trials = runs("jax-dask")
     assert [t.data.tags["hpsearch.state"] for t in trials] == ["finished", "finished"]
+
+
+def test_dask_workers_already_on_another_backend_fail_the_trials_saying_so(workdir, dask_cluster):
+    address, client = dask_cluster
+    client.run(lambda: __import__("os").environ.update(KERAS_BACKEND="tensorflow") or __import__("keras"))
+    out = hpsearch(workdir, "run", str(write_study(workdir, _dask_study("jax-dask-tf", address))), expect=1)
+    assert "KERAS_BACKEND=jax" in " ".join(out.split())
+    _, trials = runs("jax-dask-tf")
+    assert all("cannot train on the study's Keras backend jax" in t.data.tags["hpsearch.reason"] for t in trials)
 
 
 def test_ctrl_c_on_jax_closes_the_runs_and_the_same_command_resumes(workdir):
