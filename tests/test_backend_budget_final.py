@@ -97,7 +97,7 @@ def test_a_study_on_jax_loads_back_on_tensorflow_in_a_fresh_process(workdir):
 @pytest.mark.parametrize("strategy", ["random", "optuna"])
 def test_the_timeout_stops_the_search_and_the_trial_running_at_the_deadline(workdir, strategy):
     study = parse_study(tiny_study(
-        name=f"budget-{strategy}", search={"strategy": strategy, "n_trials": 500, "cv": None, "timeout": 6,
+        name=f"budget-{strategy}", search={"strategy": strategy, "n_trials": 500, "cv": None, "timeout": 12,
                                            "storage": None, "space": SPACE},
         training={"epochs": 400, "early_stopping": False}, tracking={"enabled": False}))
     started = time.monotonic()
