@@ -22,8 +22,8 @@ from sklearn.base import is_classifier
 from hpsearch.budget import Budget
 from hpsearch.config import StudyConfig
 from hpsearch.data import Dataset, load_dataset
-from hpsearch.ensemble import select_ensemble
 from hpsearch.dimensions import Categorical, Fixed
+from hpsearch.ensemble import select_ensemble
 from hpsearch.errors import ConfigError, RefitFailed, mask_credentials
 from hpsearch.evaluation import DEFAULT_SCORING, Evaluator, Splits, make_folds
 from hpsearch.execution import make_executor
@@ -118,8 +118,9 @@ def _deliver(result: StudyResult, evaluator: Evaluator, tracker: Tracker, refit:
             selection = select_ensemble(pool, *validation, evaluator.scoring, ensemble_size)
             result.best_estimator, result.final, result.ensemble = selection.estimator, "ensemble", selection.weights
             return 0
-        _log.warning("hpsearch: the best trial's (%d) model is not available (tracking.log_models: false, or it "
-                     "was never uploaded); refitting its params for the final model", best.number)
+        _log.warning("hpsearch: the best trial's (%d) model is neither in this process nor in MLflow (tracking off, "
+                     "tracking.log_models: false, or never uploaded); refitting its params for the final model",
+                     best.number)
     result.final = "refit"
     result.best_estimator, offset = _refit_best(refit, best.params)
     return offset
@@ -249,8 +250,8 @@ def _steps_per_fit(study: StudyConfig, n_train: int) -> int:
 
 def final_model(study: StudyConfig, task: str) -> str:
     """``search.final`` in force: ``auto`` is the greedy ensemble of the best trials' models under holdout (they
-    trained on exactly the refit's data; on the chapter's study under a 60 s budget the ensemble beat the best
-    trial's own model and the refit in 4 of 5 seeds, benchmarks/RESULTS.md), a refit on all the data with cv
+    trained on exactly the refit's data; on the chapter's study under a 60 s budget the ensemble had the best test
+    MSE of the three options in 4 of 5 seeds, benchmarks/RESULTS.md), a refit on all the data with cv
     (trial models then saw only part of it)."""
     if study.search.final != "auto":
         return study.search.final
