@@ -2,8 +2,8 @@
 
 Every run is one fresh process (``contenders.py``) writing one JSON file to ``benchmarks/results/headline/``.
 Budgets 60 s and 300 s, seeds 1-3 (``--seeds``), the contenders interleaved seed by seed in an order rotated per
-seed, and the chapter's own search to its end (3 seeds, ~11 min each, after the first budget). ``--quick``: a 20 s budget, 2 seeds, no
-chapter run, results in a temporary folder (indicative only). The figures and the anytime PNG are made from the
+seed, and the chapter's own search to its end (3 seeds, 13-16 min each here, after the first budget).
+``--quick``: a 20 s budget, 2 seeds, no chapter run, results in a temporary folder (indicative only). The figures and the anytime PNG are made from the
 JSON files by ``summarize.py`` (also run alone to redraw them). ``--ablation``: hpsearch with one change at a
 time from its defaults instead, at the last budget.
 """
