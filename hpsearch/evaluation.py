@@ -198,10 +198,6 @@ class Evaluator:
         """The model of trial ``number`` if it is among the best trials this evaluator ran and kept (else None)."""
         return next((model for result, model in self._kept if result.number == number), None)
 
-    def kept_models(self) -> list[tuple[int, Any]]:
-        """(trial number, model) of the best trials run here, best first (the ensemble's candidates)."""
-        return [(result.number, model) for result, model in self._kept]
-
     def score(self, model: Any, X: Any, y: Any) -> float:
         return checked_score(self._scorer, self.scoring, model, X, y)
 
