@@ -116,7 +116,7 @@ def plot_anytime(rows: list[dict[str, Any]], path: Path) -> None:
                   color=colours.get(name, "grey"), alpha=0.6, label=label)
         axes.plot([points[-1]["t"]], [points[-1]["test_mse"]], "s", color=colours.get(name, "grey"), ms=4)
     axes.set_xscale("log")
-    axes.set_xlabel("wall time since the start (s, log); squares: the delivered model, solid 60 s, dashed 300 s")
+    axes.set_xlabel("wall time since the start (s, log); squares: the delivered model; dashed: 300 s budgets")
     axes.set_ylabel("test MSE of the model it would hand over (lower is better)")
     axes.set_title("Anytime: the chapter's California search, each tool as its users write it")
     axes.set_ylim(0.25, 0.52)

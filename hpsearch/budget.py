@@ -17,11 +17,13 @@ from hpsearch.results import TrialResult
 class Budget:
     """``timeout``: seconds of searching from :meth:`start`; ``patience``: finished trials in a row that do not
     improve the best score by more than ``min_delta`` (the best of earlier runs counts: a resumed study goes on
-    from it)."""
+    from it). ``since``: when the same command's search began in an earlier process (a fresh process after
+    ``execution.trials_per_process`` trials, a worker of ``--workers``): the clock goes on from there."""
 
     timeout: float | None = None
     patience: int | None = None
     min_delta: float = 0.0
+    since: float | None = None
     started: float = field(default_factory=time.time)
     best: float = -math.inf
     stale: int = 0
@@ -32,8 +34,9 @@ class Budget:
         return None if self.timeout is None else self.started + self.timeout
 
     def start(self, earlier: list[TrialResult] = ()) -> None:
-        """Start the clock now; ``earlier``: the study's trials from earlier runs (patience goes on from their best)."""
-        self.started, self.stale = time.time(), 0
+        """Start the clock now (or at ``since``); ``earlier``: the study's trials from earlier runs (patience goes on
+        from their best)."""
+        self.started, self.stale = time.time() if self.since is None else self.since, 0
         self.best = max((t.score for t in earlier if t.state == "finished" and math.isfinite(t.score)),
                         default=-math.inf)
 

@@ -162,6 +162,18 @@ def _check_shared(study: StudyConfig) -> None:
                           field="search.strategy")
 
 
+_SEARCH_STARTED = "HPSEARCH_SEARCH_STARTED"  # handed from a process to the fresh one that carries its search on
+
+
+def _search_started() -> float | None:
+    """When the search began in the process that handed it on to this one (``time.time()``); None: it begins here."""
+    handed = os.environ.pop(_SEARCH_STARTED, "")
+    try:
+        return float(handed) if handed else None
+    except ValueError:
+        return None
+
+
 def _start_workers(args: argparse.Namespace, count: int) -> list[subprocess.Popen]:
     """``count`` worker processes on the same study, each pinned to its own share of the CPUs where it can be."""
     from hpsearch.execution import cpu_groups, share_of_cores
@@ -180,23 +192,28 @@ def cmd_worker(args: argparse.Namespace) -> int:
     from hpsearch.models.backend import limit_threads
     from hpsearch.runner import plan_study, run_study
 
+    started = _search_started()
     if args.cpus:
         pin_to_cpus(args.cpus)  # before TensorFlow starts its threads: they inherit it
     study, text = _load(args)
     _check_shared(study)
     limit_threads(args.threads or (len(args.cpus) if args.cpus else None))
     plan = plan_study(study)
-    result = run_study(study, text, plan=plan, worker=True)
+    result = run_study(study, text, plan=plan, worker=True, started=started)
     if plan.strategy.planned_trials() > 0 and result.stopped_by is None:  # execution.trials_per_process reached
-        _start_afresh(args, f"worker recycled after {study.execution.trials_per_process} trials")
+        _start_afresh(args, f"worker recycled after {study.execution.trials_per_process} trials",
+                      result.search_started)
     console.print(f"worker done: {len(result.trials)} trials in study {study.name!r}")
     return 0
 
 
-def _start_afresh(args: argparse.Namespace, why: str) -> NoReturn:
+def _start_afresh(args: argparse.Namespace, why: str, search_started: float | None) -> NoReturn:
     """Replace this process (same pid) by a fresh one running the same command: the study goes on from its
-    storage, and the memory Keras/TensorFlow kept from earlier trials is returned."""
+    storage (its ``search.timeout`` from ``search_started``), and the memory Keras kept from earlier trials is
+    returned."""
     console.print(f"{why}; the study goes on in a fresh process", soft_wrap=True)
+    if search_started is not None:
+        os.environ[_SEARCH_STARTED] = repr(search_started)
     sys.stdout.flush()
     sys.stderr.flush()
     os.execv(sys.executable, [sys.executable, "-m", "hpsearch", *args.argv])
@@ -206,6 +223,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from hpsearch.progress import RichObserver
     from hpsearch.runner import open_shared_study, plan_study, run_study
 
+    started = _search_started()
     study, text = _load(args)
     configured = study.tracking.resolved_uri()
     if args.offline:  # an override, so that --workers' processes record offline too
@@ -226,11 +244,12 @@ def cmd_run(args: argparse.Namespace) -> int:
             err_console.print(f"{len(failed)} worker(s) failed; finishing with the trials recorded")
     elif recycled:  # this process takes its share of trials like a worker, then starts afresh or refits
         with RichObserver(console) as observer:
-            share = run_study(study, text, observer, plan=plan, worker=True)
+            share = run_study(study, text, observer, plan=plan, worker=True, started=started)
+        started = share.search_started
         if plan.strategy.planned_trials() > 0 and share.stopped_by is None:
-            _start_afresh(args, f"{recycled} trials done (execution.trials_per_process)")
+            _start_afresh(args, f"{recycled} trials done (execution.trials_per_process)", started)
     with RichObserver(console) as observer:
-        result = run_study(study, text, observer, plan=plan)
+        result = run_study(study, text, observer, plan=plan, started=started)
     _print_summary(result)
     console.print(f"Keras backend: {plan.backend.name} ({plan.backend.why})", soft_wrap=True, highlight=False)
     if args.offline:

@@ -246,7 +246,7 @@ class ExecutionConfig(_Strict):
     """Where a random/grid search's (candidate, fold) fits run (Optuna scales with workers instead).
 
     ``trials_per_process``: ``hpsearch run`` (or each worker) starts itself afresh after this many trials of
-    an Optuna study and goes on from its storage, which caps Keras/TensorFlow's memory growth over long studies.
+    an Optuna study and goes on from its storage: everything a user's factory left in memory is returned.
     """
 
     backend: Literal["local", "dask"] = "local"

@@ -80,6 +80,7 @@ class StudyResult:
     final: str | None = None  # how the delivered model was made: "best_trial" (the trial's own model), "refit", "ensemble"
     ensemble: dict[int, int] | None = None  # the ensemble's members: trial number -> weight
     final_valid_score: float | None = None  # the delivered model's score on the validation split
+    search_started: float | None = None  # time.time() when the search began (in this process or the one before it)
 
     @property
     def finished(self) -> list[TrialResult]:

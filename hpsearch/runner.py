@@ -73,7 +73,7 @@ def run_search(name: str, strategy: Strategy, evaluator: Evaluator, tracker: Tra
                 tracker.start_report()
             result = StudyResult(name, trials, evaluator.scoring, study_run_id=study_run,
                                  experiment_id=tracker.experiment_id, tracking_uri=tracker.tracking_uri,
-                                 stopped_by=evaluator.budget.exhausted())
+                                 stopped_by=evaluator.budget.exhausted(), search_started=evaluator.budget.started)
             if result.best is not None and refit is not None:
                 offset = _deliver(result, evaluator, tracker, refit, final, validation, ensemble_size)
                 if validation is not None:
@@ -312,10 +312,11 @@ def _study_params(plan: Plan, scoring: str) -> dict[str, Any]:
 
 
 def run_study(study: StudyConfig, study_text: str, observer: TrialObserver | None = None,
-              plan: Plan | None = None, worker: bool = False) -> StudyResult:
+              plan: Plan | None = None, worker: bool = False, started: float | None = None) -> StudyResult:
     """Run a whole study file: search on train (cv folds or the validation split), test once at the end.
 
-    ``worker=True``: only take a share of the trials of a shared (Optuna storage) study.
+    ``worker=True``: only take a share of the trials of a shared (Optuna storage) study. ``started``: when the
+    command began searching, where an earlier process of it did (``search.timeout`` counts from there).
     """
     plan = plan or plan_study(study)
     plan.strategy.quota = study.execution.trials_per_process if worker else None
@@ -326,7 +327,7 @@ def run_study(study: StudyConfig, study_text: str, observer: TrialObserver | Non
     search = study.search
     final = final_model(study, data.task)
     evaluator = Evaluator(plan.splits, fitter, scoring, tracker, observer, study.seed, study.training.epochs,
-                          executor, Budget(search.timeout, search.patience, search.min_delta),
+                          executor, Budget(search.timeout, search.patience, search.min_delta, since=started),
                           keep={"refit": 0, "best_trial": 1}.get(final, search.ensemble_size))
     validation = (data.X_valid, data.y_valid) if data.X_valid is not None else None
     auto = {}

@@ -228,3 +228,35 @@ def test_a_factorys_own_steps_per_execution_wins():
 
     reg = KerasRegressor(compiled_with_eight, epochs=1, verbose=0, steps_per_execution=32).fit(X, y.astype("float32"))
     assert reg.model_.steps_per_execution == 8
+
+
+def _traced_graphs() -> int:
+    import gc
+
+    from tensorflow.python.framework.func_graph import FuncGraph
+
+    gc.collect()
+    return sum(isinstance(o, FuncGraph) for o in gc.get_objects())
+
+
+def test_earlier_fits_graphs_are_freed_and_training_is_unchanged(monkeypatch):
+    from keras.src.backend.tensorflow.optimizer import TFOptimizer
+
+    from hpsearch.models.backend import fresh_session
+
+    X, y = sorted_binary()
+    y = y.astype("float32")
+
+    def fit() -> KerasRegressor:
+        fresh_session(0)
+        return KerasRegressor(build_mlp, epochs=2, batch_size=8, random_state=0, verbose=0).fit(X, y)
+
+    fit()
+    before = _traced_graphs()
+    for _ in range(4):
+        fit()
+    assert _traced_graphs() <= before  # keras#17458: each fit's train step used to stay alive for good
+    skipped = fit().history_["loss"]
+    patched = TFOptimizer._all_reduce_sum_gradients
+    monkeypatch.setattr(TFOptimizer, "_all_reduce_sum_gradients", patched.__wrapped__)  # Keras' own sum
+    np.testing.assert_allclose(skipped, fit().history_["loss"], rtol=1e-6)

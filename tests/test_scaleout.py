@@ -150,6 +150,19 @@ def test_trials_per_process_recycles_processes_and_draws_no_candidate_twice(work
     assert set(np.unique(best.predict(load_breast_cancer().data[:5]))) <= {0, 1}
 
 
+def test_the_timeout_counts_from_the_first_process_not_from_each_fresh_one(workdir):
+    study = tiny_study(name="recycled-budget", search__strategy="optuna", search__n_trials=200, search__cv=None,
+                       search__pruner="none", search__timeout=4, execution={"trials_per_process": 1})
+    path = write_study(workdir, study)
+    done = subprocess.run([sys.executable, "-m", "hpsearch", "run", str(path)], cwd=workdir, capture_output=True,
+                          text=True, env={**os.environ, "HPSEARCH_OFFLINE": "1"}, timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr
+    # each fresh process takes seconds to start: one that restarted the clock would always find time for a trial
+    fresh = done.stdout.count("the study goes on in a fresh process")
+    assert 1 <= fresh <= 3 and "the search stopped early: search.timeout: 4 s of searching" in done.stdout
+    assert fresh <= len(trial_runs("recycled-budget")) <= fresh + 1  # one trial per process, the last may find none
+
+
 def test_trials_per_process_needs_a_shared_optuna_study(workdir, capsys):
     path = write_study(workdir, tiny_study(name="plain", execution={"trials_per_process": 2}))
     assert main(["run", str(path)]) == 2
