@@ -208,7 +208,8 @@ class Server:
 
 def compose_web_server() -> list[str]:
     """The ``--gunicorn-opts`` option and value docker-compose.yml's ``mlflow server`` command has."""
-    command = [str(part) for part in yaml.safe_load(COMPOSE.read_text(encoding="utf-8"))["services"]["mlflow"]["command"]]
+    command = [str(part) for part in
+               yaml.safe_load(COMPOSE.read_text(encoding="utf-8"))["services"]["mlflow"]["command"]]
     start = command.index("--gunicorn-opts")
     return command[start:start + 2]
 

@@ -98,7 +98,8 @@ def run_hpsearch(data: Path, budget: float, seed: int, folder: Path, extra: list
     trials' runs and logged models afterwards."""
     uri = f"sqlite:///{folder / 'mlflow.db'}"
     sets = ["search.strategy=optuna", "search.cv=null", "search.n_trials=100000", f"search.timeout={budget}",
-            "search.final=auto", "training.backend=auto", f"training.epochs={EPOCHS}", f"training.early_stopping={{patience: {PATIENCE}}}",
+            "search.final=auto", "training.backend=auto", f"training.epochs={EPOCHS}",
+            f"training.early_stopping={{patience: {PATIENCE}}}",
             f"seed={seed}", "data.seed=42", f"data.path={data}", f"tracking.uri={uri}",
             f"search.storage=sqlite:///{folder / 'optuna.db'}", "tracking.report=false", *extra]
     command = [sys.executable, "-m", "hpsearch", "run", str(CHAPTER_STUDY), *[a for s in sets for a in ("--set", s)]]
@@ -306,8 +307,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix=f"hpsearch-bench-{args.contender}-") as folder:
         extra = {"extra": args.overrides} if args.overrides else {}
         row = RUNNERS[args.contender](data, args.budget, args.seed, Path(folder), **extra)
-    row.update(contender=args.contender, variant=", ".join(args.overrides) or "default", budget_s=None if args.contender == "chapter" else args.budget,
-               seed=args.seed, **provenance())
+    row.update(contender=args.contender, variant=", ".join(args.overrides) or "default",
+               budget_s=None if args.contender == "chapter" else args.budget, seed=args.seed, **provenance())
     Path(args.out).write_text(json.dumps(row, indent=1), encoding="utf-8")
     print(f"{args.contender} budget {args.budget:.0f} s seed {args.seed}: test MSE {row['test_mse']:.4f}, "
           f"{row['trials']} trials, {row['wall_s']:.1f} s", flush=True)

@@ -71,7 +71,8 @@ def run(quick: bool, data: Path) -> list[Figure]:
     off = times["off"]
     extras = {kind: [100 * (a / b - 1) for a, b in zip(times[kind], off)] for kind in KINDS[1:]}
     extra, shipped = statistics.median(extras["on"]), statistics.median(extras["on+report"])
-    once = times["on"][0] - statistics.median(times["on"][1:]) if rounds > 1 else math.nan  # round 0's is the process' first
+    # round 0's is the process' first
+    once = times["on"][0] - statistics.median(times["on"][1:]) if rounds > 1 else math.nan
     trials = TRIALS[quick]
     return [
         Figure(NAME, "tracking off (tracking.enabled: false) wall time", statistics.median(off), "s",
@@ -81,7 +82,8 @@ def run(quick: bool, data: Path) -> list[Figure]:
         Figure(NAME, "extra wall time with tracking", extra, "%", "<= 5 %", check(extra, 5, True),
                note="curves, params, models: rounds " + ", ".join(f"{e:+.1f} %" for e in extras["on"])),
         Figure(NAME, "mlflow server CPU time per tracked study", statistics.median(server_cpu), "s",
-               note=f"{1000 * statistics.median(server_cpu) / (trials + 1):.0f} ms per run ({trials} trials + study run); "
+               note=f"{1000 * statistics.median(server_cpu) / (trials + 1):.0f} ms per run "
+                    f"({trials} trials + study run); "
                     "taken from the training on this machine"),
         Figure(NAME, "the first tracked study in a process: extra wall time, once", once, "s",
                note="round 0's tracked run over the others': what each `hpsearch run` process pays once "

@@ -17,8 +17,8 @@ from hpsearch.results import TrialResult
 class Budget:
     """``timeout``: seconds of searching from :meth:`start`; ``patience``: finished trials in a row that do not
     improve the best score by more than ``min_delta`` (the best of earlier runs counts: a resumed study goes on
-    from it). ``since``: when the same command's search began in an earlier process (a fresh process after
-    ``execution.trials_per_process`` trials, a worker of ``--workers``): the clock goes on from there."""
+    from it). ``since``: when the same command's search began in an earlier process (this one is the fresh process
+    started after ``execution.trials_per_process`` trials): the clock goes on from there."""
 
     timeout: float | None = None
     patience: int | None = None

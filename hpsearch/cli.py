@@ -50,7 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_study_arguments(run)
     run.add_argument("--workers", type=int, default=1, help="worker processes sharing an Optuna study (default 1)")
     run.add_argument("--offline", action="store_true",
-                     help="record in ./mlflow-offline.db without contacting the tracking server; `sync` copies it later")
+                     help="record in ./mlflow-offline.db without contacting the tracking server; "
+                          "`sync` copies it later")
     sync = commands.add_parser("sync", help="copy a study recorded with run --offline to the tracking server")
     _add_study_arguments(sync)
     sync.add_argument("--from", dest="source", default=None, help="default: sqlite:///mlflow-offline.db (this folder)")
@@ -105,7 +106,8 @@ def cmd_check(args: argparse.Namespace) -> int:
         console.print("learning_rate: auto — `run` starts with a learning-rate range test per optimizer")
     fingerprint = plan.data.fingerprint()
     console.print(f"[green]ok[/green] {args.study}: study {study.name!r}, {plan.data.task} on "
-                  f"{fingerprint['n_train']} train / {fingerprint['n_valid']} valid / {fingerprint['n_test']} test rows, "
+                  f"{fingerprint['n_train']} train / {fingerprint['n_valid']} valid / "
+                  f"{fingerprint['n_test']} test rows, "
                   f"strategy {study.search.strategy} with {plan.n_candidates} trial(s), "
                   f"{'cv=' + str(study.search.cv) if study.search.cv else 'holdout validation'}")
     return 0
@@ -144,7 +146,8 @@ def _print_summary(result: StudyResult) -> None:
         console.print("not tracked (tracking.enabled: false)")
         return
     uri = mask_credentials(result.tracking_uri or "")
-    console.print(f"MLflow: experiment {result.experiment_id}, study run {result.study_run_id} at {uri}", soft_wrap=True)
+    console.print(f"MLflow: experiment {result.experiment_id}, study run {result.study_run_id} at {uri}",
+                  soft_wrap=True)
     if result.best_estimator is not None:
         console.print(f"best model: runs:/{result.study_run_id}/model", soft_wrap=True)
     console.print(f"open the UI: {_ui_command(uri)}", soft_wrap=True)
@@ -279,7 +282,8 @@ def cmd_lr_find(args: argparse.Namespace) -> int:
         test = range_test(plan, optimizer, args.start, args.end, args.iterations)
         path = plot(test, args.out / (f"lr_find_{optimizer}.png" if optimizer else "lr_find.png"))
         tracker.log_range_test(study.name, test, path)
-        cells = [f"{v:.3g}" if v is not None else "-" for v in (test.divergence_lr, test.suggested_lr, test.steepest_lr)]
+        cells = [f"{v:.3g}" if v is not None else "-"
+                 for v in (test.divergence_lr, test.suggested_lr, test.steepest_lr)]
         table.add_row(str(optimizer or "factory default"), *cells, str(path))
         problems += [f"{optimizer or 'model'}: {p}" for p in test.problems]
     console.print(table)
@@ -323,7 +327,8 @@ def cmd_sync(args: argparse.Namespace) -> int:
     target = args.target or study.tracking.resolved_uri()
     report = sync_experiment(study.experiment_name, args.source or offline_uri(), target)
     console.print(f"synced experiment {study.experiment_name!r} to {mask_credentials(target)} "
-                  f"(experiment {report.experiment_id}): {report.copied} run(s) copied, {report.skipped} already there, "
+                  f"(experiment {report.experiment_id}): {report.copied} run(s) copied, "
+                  f"{report.skipped} already there, "
                   f"{report.versions} model version(s) registered", soft_wrap=True, highlight=False)
     return 0
 
@@ -336,8 +341,8 @@ def cmd_ui(args: argparse.Namespace) -> int:
     os.execv(sys.executable, command)  # become the UI process: stopping hpsearch stops the UI, no orphan
 
 
-COMMANDS = {"run": cmd_run, "worker": cmd_worker, "check": cmd_check, "lr-find": cmd_lr_find, "best": cmd_best, "report": cmd_report,
-            "sync": cmd_sync, "ui": cmd_ui}
+COMMANDS = {"run": cmd_run, "worker": cmd_worker, "check": cmd_check, "lr-find": cmd_lr_find, "best": cmd_best,
+            "report": cmd_report, "sync": cmd_sync, "ui": cmd_ui}
 
 
 def main(argv: list[str] | None = None) -> int:

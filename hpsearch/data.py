@@ -114,7 +114,7 @@ def infer_task(y: np.ndarray) -> Task:
     return "multiclass" if n_unique <= MAX_CLASSES and 5 * n_unique <= len(y) else "regression"
 
 
-def load_dataset(cfg: "DataConfig", seed: int) -> Dataset:
+def load_dataset(cfg: DataConfig, seed: int) -> Dataset:
     """Load the data ``cfg`` describes, subsample it (``max_rows``), validate it and split it.
 
     A fixed test set (fashion_mnist's, an .npz file's ``X_test``/``y_test``) replaces the first split, so
@@ -223,7 +223,7 @@ def _split(X: np.ndarray, y: np.ndarray, size: float, seed: int, stratify: bool,
                         f"drop or merge rare classes, or change {field}.") from exc
 
 
-def _load_raw(cfg: "DataConfig") -> _Raw:
+def _load_raw(cfg: DataConfig) -> _Raw:
     if cfg.dataset is None:
         return _load_file(Path(cfg.path), cfg)
     loader = BUILTIN_DATASETS.get(cfg.dataset)
@@ -245,7 +245,7 @@ def _resolved(path: Path | str, field: str = "data.path") -> Path:
     return resolved
 
 
-def _load_file(path: Path, cfg: "DataConfig") -> _Raw:
+def _load_file(path: Path, cfg: DataConfig) -> _Raw:
     path = _resolved(path)
     if not path.is_file():
         raise DataError(f"data file {path} does not exist. Check data.path (relative paths are resolved "
@@ -272,7 +272,7 @@ def _require_columns(wanted: list[str], columns: list[str], source: str, field: 
             raise DataError(f"{field}: column '{name}' not found in {source}.{hint} Columns: {', '.join(columns)}.")
 
 
-def _from_frame(frame: pd.DataFrame, cfg: "DataConfig", source: str) -> _Raw:
+def _from_frame(frame: pd.DataFrame, cfg: DataConfig, source: str) -> _Raw:
     columns = [str(c) for c in frame.columns]
     frame.columns = columns
     if frame.empty:
@@ -303,7 +303,7 @@ def _from_frame(frame: pd.DataFrame, cfg: "DataConfig", source: str) -> _Raw:
     return _Raw(X, y, tuple(features), tuple(targets), source)
 
 
-def _from_npz(path: Path, cfg: "DataConfig") -> _Raw:
+def _from_npz(path: Path, cfg: DataConfig) -> _Raw:
     if cfg.target is not None or cfg.features is not None:
         raise DataError(f"data.target and data.features apply to csv/parquet files; {path} gives X and y directly.")
     with np.load(path, allow_pickle=False) as npz:
@@ -319,7 +319,7 @@ def _from_npz(path: Path, cfg: "DataConfig") -> _Raw:
     return _Raw(X, y, names, targets, str(path), test)
 
 
-def _sklearn_bundled(name: str, cfg: "DataConfig") -> _Raw:
+def _sklearn_bundled(name: str, cfg: DataConfig) -> _Raw:
     from sklearn import datasets
 
     bunch = getattr(datasets, f"load_{name}")()
@@ -345,7 +345,7 @@ def _online(host: str, timeout: float = 3.0) -> bool:
     return bool(answered)
 
 
-def _california_housing(cfg: "DataConfig") -> _Raw:
+def _california_housing(cfg: DataConfig) -> _Raw:
     from sklearn.datasets import fetch_california_housing, get_data_home
 
     data_dir = os.environ.get("HPSEARCH_DATA_DIR")
@@ -404,7 +404,7 @@ def _keras_datasets_dir() -> Path:
     return base / ".keras" / "datasets"
 
 
-def _fashion_mnist(cfg: "DataConfig") -> _Raw:
+def _fashion_mnist(cfg: DataConfig) -> _Raw:
     folder = _keras_datasets_dir() / "fashion-mnist"
     if not all((folder / name).is_file() for name in FASHION_FILES) and not _online("storage.googleapis.com"):
         raise DataError(f"fashion_mnist is not in the Keras cache {folder} and there is no network to download "
@@ -422,7 +422,7 @@ def _fashion_mnist(cfg: "DataConfig") -> _Raw:
                 test=(X_test / scale, y_test.astype(np.int64)))
 
 
-BUILTIN_DATASETS: dict[str, Callable[["DataConfig"], _Raw]] = {
+BUILTIN_DATASETS: dict[str, Callable[[DataConfig], _Raw]] = {
     **{name: partial(_sklearn_bundled, name) for name in ("iris", "wine", "breast_cancer", "digits", "diabetes")},
     "california_housing": _california_housing,
     "fashion_mnist": _fashion_mnist,

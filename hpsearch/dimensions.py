@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, Union
+from typing import Any
 
 import numpy as np
 
@@ -144,7 +144,7 @@ class Distribution:
         return f"Distribution({name}{tuple(getattr(self.dist, 'args', ()))})"
 
 
-Dimension = Union[Int, Float, Categorical, Fixed, Distribution]
+Dimension = Int | Float | Categorical | Fixed | Distribution
 DIMENSION_TYPES = (Int, Float, Categorical, Fixed, Distribution)
 # scipy.stats distributions that are exactly one of ours (bounds read from ``support()``).
 _SCIPY_EQUIVALENTS = {"loguniform": "log", "reciprocal": "log", "uniform": "float", "randint": "int"}

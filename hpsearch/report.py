@@ -106,7 +106,7 @@ def _score_vs(record: StudyRecord, names: Sequence[str], title: str, log_x: bool
     for ax, (values, label) in zip(fig.subplots(1, len(columns), squeeze=False).ravel(), columns):
         x = {t.number: v for t, v in zip(record.trials, values)}
         ax.scatter([x[t.number] for t in record.finished], [t.score for t in record.finished], label="finished")
-        _mark_unscored(ax, record.trials, lambda t: x[t.number])
+        _mark_unscored(ax, record.trials, lambda t, x=x: x[t.number])
         if log_x:
             ax.set_xscale("log")
         else:

@@ -77,7 +77,8 @@ class StudyResult:
     tracking_uri: str | None = None
     best_estimator: Any = None
     stopped_by: str | None = None  # the budget that ended the search early (search.timeout / search.patience)
-    final: str | None = None  # how the delivered model was made: "best_trial" (the trial's own model), "refit", "ensemble"
+    # how the delivered model was made: "best_trial" (the trial's own model), "refit", "ensemble"
+    final: str | None = None
     ensemble: dict[int, int] | None = None  # the ensemble's members: trial number -> weight
     final_valid_score: float | None = None  # the delivered model's score on the validation split
     search_started: float | None = None  # time.time() when the search began (in this process or the one before it)

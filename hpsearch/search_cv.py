@@ -23,12 +23,12 @@ from sklearn.utils import get_tags
 from sklearn.utils.metaestimators import available_if
 from sklearn.utils.validation import check_is_fitted
 
+from hpsearch.budget import Budget
 from hpsearch.config import parse_search, tracking_uri
 from hpsearch.dimensions import as_dimension
-from hpsearch.budget import Budget
 from hpsearch.evaluation import Evaluator, Splits, make_folds
-from hpsearch.models.backend_choice import running_backend, use_backend
 from hpsearch.fitting import EstimatorFitter, keras_step
+from hpsearch.models.backend_choice import running_backend, use_backend
 from hpsearch.results import NoObserver, cv_results
 from hpsearch.runner import run_search
 from hpsearch.space import SearchSpace
@@ -126,9 +126,9 @@ class SearchCV(MetaEstimatorMixin, BaseEstimator):
         wrapper, _ = keras_step(self.estimator)
         if sample_weight is not None and len(sample_weight) != len(y):
             raise ValueError(f"sample_weight has {len(sample_weight)} values for {len(y)} rows")
-        evaluator = Evaluator(Splits(X, y, folds, sample_weight=sample_weight), fitter, scoring, tracker, NoObserver(), seed,
-                              int(getattr(wrapper, "epochs", 1) or 1), budget=Budget(search.timeout, search.patience,
-                                                                                     search.min_delta))
+        evaluator = Evaluator(Splits(X, y, folds, sample_weight=sample_weight), fitter, scoring, tracker, NoObserver(),
+                              seed, int(getattr(wrapper, "epochs", 1) or 1),
+                              budget=Budget(search.timeout, search.patience, search.min_delta))
         refit_seconds: list[float] = []
 
         def refit(params: dict[str, Any], seed_offset: int) -> Any:

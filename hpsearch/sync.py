@@ -145,7 +145,8 @@ def _copy_versions(source: MlflowClient, target: MlflowClient, ids: dict[str, st
             except MlflowException as exc:
                 if exc.error_code != "RESOURCE_ALREADY_EXISTS":
                     raise
-            path = version.source.split(f"runs:/{source_id}/", 1)[-1] if version.source.startswith("runs:/") else "model"
+            path = (version.source.split(f"runs:/{source_id}/", 1)[-1] if version.source.startswith("runs:/")
+                    else "model")
             copy = target.create_model_version(version.name, source=f"runs:/{target_id}/{path}", run_id=target_id)
             for alias in source.get_model_version(version.name, version.version).aliases:
                 target.set_registered_model_alias(version.name, alias, copy.version)

@@ -98,7 +98,8 @@ def package_versions() -> dict[str, str]:
 @cache
 def _pip_requirements() -> list[str]:
     versions = package_versions()
-    return [f"{name}=={versions[name]}" for name in ("tensorflow", "keras", "scikeras", "scikit-learn") if name in versions]
+    return [f"{name}=={versions[name]}" for name in ("tensorflow", "keras", "scikeras", "scikit-learn")
+            if name in versions]
 
 
 def _param_value(value: Any) -> str:
@@ -118,7 +119,8 @@ def latest_study_run(experiment: str, tracking_uri: str | None = None) -> tuple[
     found = client.get_experiment_by_name(experiment)
     if found is None:
         raise TrackingError(f"no MLflow experiment named {experiment!r} at {mask_credentials(uri)}")
-    runs = client.search_runs([found.experiment_id], "tags.`hpsearch.role` = 'study' and attributes.status = 'FINISHED'",
+    runs = client.search_runs([found.experiment_id],
+                              "tags.`hpsearch.role` = 'study' and attributes.status = 'FINISHED'",
                               order_by=["attributes.start_time DESC"], max_results=20)
     for run in runs:
         if any(a.path == "model" for a in client.list_artifacts(run.info.run_id)):

@@ -21,8 +21,8 @@ LAYERS = [
 ADAPTERS = {
     "optuna": {"strategies.optuna_search", "importance", "report"},
     "scikeras": {"models.wrappers"},
-    "keras": {"models.backend", "data"},  # data: only Keras' own Fashion-MNIST loader
-    "tensorflow": {"models.backend"},
+    "keras": {"models.backend", "models._patches", "data"},  # data: only Keras' own Fashion-MNIST loader
+    "tensorflow": {"models.backend", "models._patches"},
     "mlflow": {"tracking", "sync"},
 }
 

@@ -19,7 +19,6 @@ from hpsearch.models.backend_choice import JAX_MIN_STEPS, choose_backend, factor
 from hpsearch.runner import final_model, run_study
 from tests.conftest import local_store, tiny_study, write_study
 
-
 SPACE = {"n_neurons": {"int": [4, 16]}, "learning_rate": {"float": [1e-3, 1e-2], "log": True}}
 
 
@@ -142,6 +141,7 @@ def test_holdout_can_deliver_the_best_trials_own_model(workdir):
 
 def test_cv_refits_by_default_and_best_trial_can_be_asked(workdir):
     assert final_model(parse_study(tiny_study()), "binary") == "refit"
-    study = parse_study(tiny_study(name="cv-best", search={"final": "best_trial", "cv": 2, "space": SPACE}, tracking={"enabled": False}))
+    study = parse_study(tiny_study(name="cv-best", search={"final": "best_trial", "cv": 2, "space": SPACE},
+                                   tracking={"enabled": False}))
     result = run_study(study, "")
     assert result.final == "best_trial" and result.best_estimator is not None

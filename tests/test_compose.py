@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import re
 import shlex
+import tomllib
 from fnmatch import fnmatch
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
-import tomllib
 import yaml
 
 from hpsearch.config import load_study
@@ -207,7 +207,8 @@ def test_every_server_has_a_healthcheck_and_waits_for_healthy_dependencies(compo
             assert condition["condition"] == "service_healthy", f"{name} must wait until {dependency} is healthy"
     assert {"postgres", "mlflow"} <= set(services["worker"]["depends_on"])
     volumes = set(compose["volumes"])
-    assert any(v.split(":")[0] in volumes and v.split(":")[1] == "/var/lib/postgresql/data" for v in postgres["volumes"])
+    assert any(v.split(":")[0] in volumes and v.split(":")[1] == "/var/lib/postgresql/data"
+               for v in postgres["volumes"])
 
 
 def test_mlflow_serves_artifacts_from_a_volume_and_stores_runs_in_postgres(
@@ -261,8 +262,10 @@ def test_worker_tracks_in_mlflow_and_shares_the_optuna_storage_in_its_own_databa
         assert compose["services"][name]["environment"]["HPSEARCH_STORAGE"] == environment["HPSEARCH_STORAGE"]
     assert compose["services"]["finish"]["environment"] == environment
     for name in ("worker", "finish"):
-        assert any(v.startswith("./studies:/app/studies") and v.endswith(":ro") for v in compose["services"][name]["volumes"])
-    builds = {compose["services"][name]["build"]["dockerfile"] for name in ("mlflow", "worker", "finish", "optuna-dashboard")}
+        assert any(v.startswith("./studies:/app/studies") and v.endswith(":ro")
+                   for v in compose["services"][name]["volumes"])
+    builds = {compose["services"][name]["build"]["dockerfile"]
+              for name in ("mlflow", "worker", "finish", "optuna-dashboard")}
     assert builds == {"Dockerfile"}, "one image for the servers and the jobs"
 
 

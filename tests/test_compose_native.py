@@ -40,7 +40,7 @@ class Native:
                     self.inside[f"//{name}:{container_port}"] = f"//127.0.0.1:{self.ports[container_port]}"
                     self.inside[f"//localhost:{container_port}/"] = f"//localhost:{self.ports[container_port]}/"
         self.exact = {"0.0.0.0": "127.0.0.1", **self.ports}
-        for name, service in compose["services"].items():
+        for _name, service in compose["services"].items():
             for volume in service.get("volumes", []):
                 source, target = volume.split(":")[:2]
                 if source in compose["volumes"]:

@@ -175,7 +175,8 @@ def test_missing_and_conflicting_fields(raw, expected):
 
 
 def test_source_names_the_file():
-    assert error_of(tiny_study(nmae="x"), source="studies/mine.yaml").startswith("studies/mine.yaml is not a valid study")
+    assert error_of(tiny_study(nmae="x"), source="studies/mine.yaml").startswith(
+        "studies/mine.yaml is not a valid study")
 
 
 def test_config_error_is_a_user_error():

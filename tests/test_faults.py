@@ -188,7 +188,8 @@ def refit_study(folder: Path, name: str) -> None:
     """One candidate, cv=2: its trial fits ~180 rows a fold, the refit all ~360 training rows."""
     write_study(folder, tiny_study(
         name=name, model={"factory": "faulty_models:build_model"}, training={"epochs": 3, "early_stopping": False},
-        tracking={"log_models": False, "report": False}, search={"strategy": "grid", "cv": 2, "space": {"mode": ["ok"]}}))
+        tracking={"log_models": False, "report": False},
+        search={"strategy": "grid", "cv": 2, "space": {"mode": ["ok"]}}))
 
 
 def test_a_refit_that_diverges_is_tried_again_with_the_next_seed(faulty, caplog):

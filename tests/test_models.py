@@ -136,52 +136,6 @@ def test_steps_per_execution_changes_speed_not_training():
     np.testing.assert_allclose(one.predict(X), keras_predict, rtol=1e-6)
 
 
-def test_fixed_step_counts_halve_the_data_iterators_and_change_nothing_else(monkeypatch):
-    from keras.src.backend.tensorflow.trainer import TFEpochIterator
-
-    X, y = sorted_binary()
-    y = y.astype("float32")
-    made = []
-    original = TFEpochIterator._get_iterator
-    monkeypatch.setattr(TFEpochIterator, "_get_iterator", lambda self: made.append(self) or original(self))
-    # Keras' own feed: seeded, every pass of it shuffles alike, so the runs compare batch for batch
-    monkeypatch.setattr(KerasRegressor, "_batches", staticmethod(lambda *args: None))
-
-    def fitted() -> tuple[KerasRegressor, int]:
-        made.clear()
-        reg = KerasRegressor(build_mlp, epochs=4, batch_size=8, random_state=0, verbose=0, steps_per_execution=4)
-        return reg.fit(X, y, validation_data=(X[:10], y[:10])), len(made)
-
-    ours, ours_made = fitted()
-    monkeypatch.setattr(KerasRegressor, "_fixed_steps", staticmethod(lambda X, fit_args: {}))  # Keras' own counting
-    stock, stock_made = fitted()
-    assert (ours_made, stock_made) == (2 * (4 + 1), 4 * 4)  # one per pass (+ one spare each) vs four per epoch
-    for key in ("loss", "val_loss"):
-        np.testing.assert_allclose(ours.history_[key], stock.history_[key], rtol=1e-6)
-    np.testing.assert_allclose(ours.predict(X), stock.predict(X), rtol=1e-6)
-
-
-def test_saving_a_model_builds_keras_reference_objects_once_per_process(monkeypatch):
-    import pickle
-
-    from keras.src.layers.layer import Layer
-    from keras.src.saving import saving_lib
-
-    from hpsearch.models.backend import fresh_session
-
-    X, y = sorted_binary()
-    reg = KerasRegressor(build_mlp, epochs=1, random_state=0, verbose=0).fit(X, y.astype("float32"))
-    pickle.dumps(reg)
-    fresh_session(0)  # clears Keras' global state, where Keras means to keep its skip-sets
-    built = []
-    original = Layer.__init__
-    monkeypatch.setattr(Layer, "__init__", lambda self, *a, **k: built.append(type(self)) or original(self, *a, **k))
-    loaded = pickle.loads(pickle.dumps(reg))
-    assert Layer not in built  # the bare reference Layer Keras lists the attributes of
-    assert saving_lib.get_attr_skipset("Layer") is saving_lib.get_attr_skipset("Layer")
-    np.testing.assert_allclose(loaded.predict(X), reg.predict(X), rtol=1e-6)
-
-
 @pytest.mark.parametrize("validation", ["data", "split"])
 def test_arrays_are_fed_as_keras_would_batch_them_and_reshuffled_every_epoch(monkeypatch, validation):
     from hpsearch.models.backend import array_batches
@@ -228,35 +182,3 @@ def test_a_factorys_own_steps_per_execution_wins():
 
     reg = KerasRegressor(compiled_with_eight, epochs=1, verbose=0, steps_per_execution=32).fit(X, y.astype("float32"))
     assert reg.model_.steps_per_execution == 8
-
-
-def _traced_graphs() -> int:
-    import gc
-
-    from tensorflow.python.framework.func_graph import FuncGraph
-
-    gc.collect()
-    return sum(isinstance(o, FuncGraph) for o in gc.get_objects())
-
-
-def test_earlier_fits_graphs_are_freed_and_training_is_unchanged(monkeypatch):
-    from keras.src.backend.tensorflow.optimizer import TFOptimizer
-
-    from hpsearch.models.backend import fresh_session
-
-    X, y = sorted_binary()
-    y = y.astype("float32")
-
-    def fit() -> KerasRegressor:
-        fresh_session(0)
-        return KerasRegressor(build_mlp, epochs=2, batch_size=8, random_state=0, verbose=0).fit(X, y)
-
-    fit()
-    before = _traced_graphs()
-    for _ in range(4):
-        fit()
-    assert _traced_graphs() <= before  # keras#17458: each fit's train step used to stay alive for good
-    skipped = fit().history_["loss"]
-    patched = TFOptimizer._all_reduce_sum_gradients
-    monkeypatch.setattr(TFOptimizer, "_all_reduce_sum_gradients", patched.__wrapped__)  # Keras' own sum
-    np.testing.assert_allclose(skipped, fit().history_["loss"], rtol=1e-6)

@@ -158,7 +158,8 @@ def test_local_workers_get_a_cpu_each_and_a_bad_cpu_list_is_refused(tmp_path):
     cpus = usable_cpus()
     assert [[cpu] for cpu in cpus] == cpu_groups(len(cpus))  # --workers N on N cores: one core each
     assert cpu_groups(len(cpus) + 1) is None  # more workers than cores: the OS places them
-    for cpu_list, expected in (("0-x", "'0-x' is not a list of CPU numbers"), ("4096", "--cpus: cannot run on CPUs 4096")):
+    for cpu_list, expected in (("0-x", "'0-x' is not a list of CPU numbers"),
+                               ("4096", "--cpus: cannot run on CPUs 4096")):
         result = subprocess.run([sys.executable, "-m", "hpsearch", "worker", "study.yaml", "--cpus", cpu_list],
                                 cwd=tmp_path, capture_output=True, text=True, timeout=120, check=False)
         assert result.returncode == 2 and expected in " ".join(result.stderr.split()), result.stderr

@@ -2,13 +2,13 @@
 
 Keras runs on the backend in ``$KERAS_BACKEND`` (TensorFlow unless :func:`hpsearch.models.backend_choice.use_backend`
 chose another before this module was imported). TensorFlow is imported only when it is the backend.
-Set ``HPSEARCH_TF_LOGS=1`` to see TensorFlow's own logs again.
+Set ``HPSEARCH_TF_LOGS=1`` to see TensorFlow's own logs again. hpsearch's patches of Keras internals
+(:mod:`hpsearch.models._patches`, ``HPSEARCH_NO_PATCHES=1`` turns them off) apply on import.
 """
 
 from __future__ import annotations
 
 import contextlib
-import functools
 import gc
 import logging
 import os
@@ -46,20 +46,9 @@ with _stderr_silenced():
     if BACKEND == "tensorflow":
         import tensorflow as tf  # noqa: E402
 
-def _tensorflow_unused() -> None:
-    """Tell Keras that TensorFlow is absent when it is neither the backend nor loaded: Keras otherwise imports it
-    (~2 s, ~300 MB) on a model's first save, only to check ``isinstance(obj, tf.TensorShape)``. Import TensorFlow
-    before hpsearch to hand Keras TensorFlow objects on another backend."""
-    try:  # a private module: a Keras that moved it imports TensorFlow as before
-        from keras.src.utils import module_utils
-    except ImportError:
-        return
-    if module_utils.tensorflow._available is None:
-        module_utils.tensorflow._available = False
+from hpsearch.models import _patches  # noqa: E402  (after Keras, before anything else imports TensorFlow)
 
-
-if tf is None and "tensorflow" not in sys.modules:
-    _tensorflow_unused()
+APPLIED_PATCHES = _patches.apply(BACKEND, tensorflow_loaded=tf is not None or "tensorflow" in sys.modules)
 
 if not os.environ.get("HPSEARCH_TF_LOGS"):
     logging.getLogger("absl").setLevel(logging.ERROR)
@@ -90,90 +79,6 @@ def limit_threads(n_threads: int | None) -> None:
         tf.config.threading.set_intra_op_parallelism_threads(n_threads)
         tf.config.threading.set_inter_op_parallelism_threads(n_threads)
 
-
-def _keep_unused_iterators() -> None:
-    """Let Keras' cached validation iterator keep the data iterator it made for its next pass.
-
-    Keras 3 makes the next pass's tf.data iterator at the end of each pass (~10 ms each), but ``evaluate``
-    resets its iterator first and throws that one away: with validation after every epoch, half the iterators
-    a fit makes were never used. Keeping an iterator that was never read changes nothing else (Keras reuses it
-    when the pass has a fixed number of steps, which :mod:`hpsearch.models.wrappers` gives it).
-    """
-    try:  # a private module: a Keras that moved it keeps its own behaviour (and the fixed step counts still help)
-        from keras.src.trainers.epoch_iterator import EpochIterator
-    except ImportError:
-        return
-    original = getattr(EpochIterator, "reset", None)
-    if original is None or getattr(original, "_hpsearch", False):
-        return
-
-    def reset(self: EpochIterator) -> None:
-        unused = getattr(self, "_steps_seen", None) == 0 and getattr(self, "steps_per_epoch", None)
-        kept = getattr(self, "_current_iterator", None) if unused else None
-        original(self)
-        if kept is not None:
-            self._current_iterator = kept
-
-    reset._hpsearch = True
-    EpochIterator.reset = reset
-
-
-if BACKEND == "tensorflow":  # the iterators it keeps are tf.data's
-    _keep_unused_iterators()
-
-
-def _skip_single_replica_all_reduce() -> None:
-    """Skip the optimizer's sum of gradients over replicas when there is one replica (no distribution strategy).
-
-    Keras' TensorFlow optimizer sums each step's gradients over the replicas of the strategy in force. Under the
-    default strategy (one replica) the sum changes nothing, but TensorFlow wraps it in a ``custom_gradient`` that
-    registers a new gradient function in a process-wide registry each time a train step is traced, and the
-    registry keeps every traced train step (its whole graph) alive: about 2 MB per trial over a study, the
-    memory growth of keras#17458. Under a real strategy the sum runs as before.
-    """
-    try:  # a private module: a Keras that moved it keeps its own behaviour (and the growth)
-        from keras.src.backend.tensorflow.optimizer import TFOptimizer
-    except ImportError:
-        return
-    original = getattr(TFOptimizer, "_all_reduce_sum_gradients", None)
-    if original is None or getattr(original, "_hpsearch", False):
-        return
-
-    @functools.wraps(original)
-    def all_reduce_sum_gradients(self: TFOptimizer, grads_and_vars: Any) -> Any:
-        if not tf.distribute.has_strategy():
-            return list(grads_and_vars)
-        return original(self, grads_and_vars)
-
-    all_reduce_sum_gradients._hpsearch = True
-    TFOptimizer._all_reduce_sum_gradients = all_reduce_sum_gradients
-
-
-if BACKEND == "tensorflow":
-    _skip_single_replica_all_reduce()
-
-
-def _cache_saving_skipsets() -> None:
-    """Compute Keras' saving skip-sets once per process instead of on every model save.
-
-    To save a model, Keras lists the attributes of a fresh ``Layer``, ``Optimizer``, ``Metric``... to know which
-    to skip, and means to keep each list in its global state, but it stores them under another key than it reads
-    (``saving_attr_skipset_*`` / ``saving_attr_skiplist_*``, Keras 3.15), so every save builds those reference
-    objects again: about 4 of the 10 ms a trial's model takes to pickle. The lists depend only on the classes.
-    """
-    try:  # a private module: a Keras that moved it keeps its own behaviour
-        from keras.src.saving import saving_lib
-    except ImportError:
-        return
-    original = getattr(saving_lib, "get_attr_skipset", None)
-    if original is None or getattr(original, "_hpsearch", False):
-        return
-    cached = functools.cache(original)
-    cached._hpsearch = True
-    saving_lib.get_attr_skipset = cached
-
-
-_cache_saving_skipsets()
 
 _FULL_COLLECT_EVERY = 10  # a full gc.collect() takes ~0.1-0.5 s with TensorFlow loaded: not before every fit
 # emptying JAX's caches costs about 1 s (what runs next compiles again, mostly from the disk cache): every 30th

@@ -178,7 +178,8 @@ class _Fixed:
 
     @staticmethod
     def _batch_sizes(rows: int, fit_args: dict[str, Any]) -> tuple[int, int]:
-        """(training, validation) batch sizes as Keras reads fit's arguments (-1: all ``rows``, as scikeras reads it)."""
+        """(training, validation) batch sizes as Keras reads fit's arguments (-1: all ``rows``, as
+        scikeras reads it)."""
         def size(value: Any, default: int) -> int:
             value = value or default
             return rows if value == -1 else int(value)

@@ -42,7 +42,7 @@ class Strategy(ABC):
         """Whether a re-run continues the previous run's study (and its MLflow study run)."""
         return False
 
-    def prepare(self, setup: dict[str, Any]) -> None:
+    def prepare(self, setup: dict[str, Any]) -> None:  # noqa: B027
         """Open storages etc. before any training (errors here are the user's: bad URLs...).
 
         ``setup`` is what makes trials comparable (data, model, training, space, seed): a stored
@@ -57,7 +57,7 @@ class Strategy(ABC):
         """The tracking study run this study's workers share, if the storage remembers one."""
         return None
 
-    def share_run_id(self, run_id: str | None) -> None:
+    def share_run_id(self, run_id: str | None) -> None:  # noqa: B027
         """Remember the tracking study run for the study's other workers."""
 
     def busy(self) -> bool:
