@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import difflib
 import itertools
 import math
 import os
@@ -16,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from yaml.composer import ComposerError
 
 from hpsearch.dimensions import Categorical, Dimension, Fixed, Float, Int, parse_dimension
-from hpsearch.errors import ConfigError
+from hpsearch.errors import ConfigError, did_you_mean
 from hpsearch.presets import PRESETS, SPACES, merge
 
 Task = Literal["regression", "binary", "multiclass", "multilabel"]
@@ -205,7 +204,7 @@ class SearchConfig(_Strict):
             return {}
         if isinstance(value, str):
             if value not in SPACES:
-                raise ValueError(f"unknown preset space {value!r}{_did_you_mean(value, SPACES)}; "
+                raise ValueError(f"unknown preset space {value!r}{did_you_mean(value, SPACES)}; "
                                  f"presets: {', '.join(SPACES)}")
             value = SPACES[value]
         if not isinstance(value, dict):
@@ -224,7 +223,7 @@ class SearchConfig(_Strict):
         from sklearn.metrics import get_scorer_names
 
         if value is not None and value not in get_scorer_names():
-            raise ValueError(f"unknown scorer {value!r}{_did_you_mean(value, get_scorer_names())}")
+            raise ValueError(f"unknown scorer {value!r}{did_you_mean(value, get_scorer_names())}")
         return value
 
 
@@ -368,11 +367,6 @@ def _short(value: Any, limit: int = 120) -> str:
     return text if len(text) <= limit else text[:limit] + "..."
 
 
-def _did_you_mean(word: str, candidates: Any) -> str:
-    close = difflib.get_close_matches(word, list(candidates), n=1, cutoff=0.6)
-    return f" (did you mean {close[0]!r}?)" if close else ""
-
-
 def _model_at(root: type[BaseModel], loc: tuple) -> type[BaseModel] | None:
     """The schema class that owns the field at ``loc`` (for 'did you mean' suggestions)."""
     model: Any = root
@@ -393,7 +387,7 @@ def _format_error(error: dict, root: type[BaseModel]) -> str:
     where = ".".join(str(p) if str(p).isprintable() else repr(str(p)) for p in loc) or "study"  # one line
     if error["type"] == "extra_forbidden":
         owner = _model_at(root, loc[:-1])
-        hint = _did_you_mean(str(loc[-1]), owner.model_fields) if owner else ""
+        hint = did_you_mean(str(loc[-1]), owner.model_fields) if owner else ""
         return f"{where}: unknown key{hint}"
     if error["type"] == "missing":
         return f"{where}: required field is missing"

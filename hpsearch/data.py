@@ -7,7 +7,6 @@ binary/multiclass). Scaling is not done here: it belongs in the model pipeline, 
 
 from __future__ import annotations
 
-import difflib
 import hashlib
 import os
 import socket
@@ -22,7 +21,7 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import train_test_split
 
-from hpsearch.errors import DataError
+from hpsearch.errors import DataError, did_you_mean
 
 if TYPE_CHECKING:
     from sklearn.utils import Bunch
@@ -228,9 +227,8 @@ def _load_raw(cfg: DataConfig) -> _Raw:
         return _load_file(Path(cfg.path), cfg)
     loader = BUILTIN_DATASETS.get(cfg.dataset)
     if loader is None:
-        close = difflib.get_close_matches(cfg.dataset, BUILTIN_DATASETS, n=1)
-        hint = f" Did you mean '{close[0]}'?" if close else ""
-        raise DataError(f"data.dataset: unknown builtin dataset '{cfg.dataset}'.{hint} Builtin datasets: "
+        raise DataError(f"data.dataset: unknown builtin dataset '{cfg.dataset}'"
+                        f"{did_you_mean(cfg.dataset, BUILTIN_DATASETS)}. Builtin datasets: "
                         f"{', '.join(BUILTIN_DATASETS)}; or set data.path to a .csv, .parquet or .npz file.")
     return loader(cfg)
 
@@ -267,9 +265,8 @@ def _load_file(path: Path, cfg: DataConfig) -> _Raw:
 def _require_columns(wanted: list[str], columns: list[str], source: str, field: str) -> None:
     for name in wanted:
         if name not in columns:
-            close = difflib.get_close_matches(name, columns, n=3)
-            hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
-            raise DataError(f"{field}: column '{name}' not found in {source}.{hint} Columns: {', '.join(columns)}.")
+            raise DataError(f"{field}: column '{name}' not found in {source}{did_you_mean(name, columns, n=3)}. "
+                            f"Columns: {', '.join(columns)}.")
 
 
 def _from_frame(frame: pd.DataFrame, cfg: DataConfig, source: str) -> _Raw:

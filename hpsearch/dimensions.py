@@ -27,7 +27,8 @@ def to_python(value: Any) -> Any:
     return value
 
 
-def _is_number(value: Any) -> bool:
+def is_number(value: Any) -> bool:
+    """An int or float (numpy's too), not a bool."""
     return isinstance(value, (int, float, np.number)) and not isinstance(value, (bool, np.bool_))
 
 
@@ -51,7 +52,7 @@ def _show(value: Any) -> str:
 
 
 def _check_range(low: Any, high: Any, log: bool) -> None:
-    if not (_is_number(low) and _is_number(high)):
+    if not (is_number(low) and is_number(high)):
         raise ValueError(f"bounds must be numbers, got [{low!r}, {high!r}]")
     if not (_finite(low) and _finite(high) and _finite(high - low)):
         raise ValueError(f"bounds must be finite, and less than 1.8e308 apart, got [{_show(low)}, {_show(high)}]")
@@ -99,7 +100,7 @@ class Float:
 
     def __post_init__(self) -> None:
         _check_range(self.low, self.high, self.log)
-        if self.step is not None and (not _is_number(self.step) or not _finite(self.step) or self.step <= 0):
+        if self.step is not None and (not is_number(self.step) or not _finite(self.step) or self.step <= 0):
             raise ValueError(f"step must be a finite number > 0, got {self.step!r}")
         if self.step is not None and (self.high - self.low) / self.step >= MAX_STEPS:
             raise ValueError(f"step {self.step} gives more than {MAX_STEPS} values in [{self.low}, {self.high}]; "

@@ -2,6 +2,18 @@
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Iterable
+
+
+def did_you_mean(word: str, candidates: Iterable[str], n: int = 1) -> str:
+    """`` (did you mean 'x'?)`` naming up to ``n`` of ``candidates`` close to ``word`` (difflib's), else ``""``."""
+    close = [repr(c) for c in difflib.get_close_matches(word, list(candidates), n=n)]
+    if not close:
+        return ""
+    names = close[0] if len(close) == 1 else f"{', '.join(close[:-1])} or {close[-1]}"
+    return f" (did you mean {names}?)"
+
 
 class HpsearchError(Exception):
     """Base class for mistakes in the user's input (study file, data, space, URLs)."""

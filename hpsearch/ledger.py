@@ -125,7 +125,3 @@ class SqlLedger:
 
     def end_trial(self, result: TrialResult) -> None:
         self._put_trial(result.number, result.state, asdict(result))
-
-    def close(self) -> None:
-        if self._engine is not None:
-            self._engine.dispose()

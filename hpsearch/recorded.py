@@ -7,6 +7,8 @@ import json
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from hpsearch.dimensions import is_number
+
 
 @dataclass
 class TrialRecord:
@@ -60,8 +62,3 @@ def parse_param(text: str) -> Any:
     if is_number(value) or (isinstance(value, list) and value and all(is_number(v) for v in value)):
         return value
     return text
-
-
-def is_number(value: Any) -> bool:
-    """An int or float, not a bool."""
-    return isinstance(value, (int, float)) and not isinstance(value, bool)

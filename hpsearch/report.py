@@ -24,8 +24,9 @@ from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from hpsearch.dimensions import is_number
 from hpsearch.importance import optuna_study, param_importances, param_names, spans_decade
-from hpsearch.recorded import StudyRecord, TrialRecord, is_number
+from hpsearch.recorded import StudyRecord, TrialRecord
 
 MAX_CURVE_PANELS = 12
 

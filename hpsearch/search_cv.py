@@ -7,7 +7,6 @@ instead of a study file's factory.
 
 from __future__ import annotations
 
-import difflib
 import time
 from copy import deepcopy
 from typing import Any
@@ -26,6 +25,7 @@ from sklearn.utils.validation import check_is_fitted
 from hpsearch.budget import Budget
 from hpsearch.config import parse_search, tracking_uri
 from hpsearch.dimensions import as_dimension
+from hpsearch.errors import did_you_mean
 from hpsearch.evaluation import Evaluator, Splits, make_folds
 from hpsearch.fitting import EstimatorFitter, keras_step
 from hpsearch.models.backend_choice import running_backend, use_backend
@@ -82,10 +82,9 @@ class SearchCV(MetaEstimatorMixin, BaseEstimator):
             try:
                 clone(self.estimator).set_params(**{name: value})
             except (ValueError, TypeError):
-                close = difflib.get_close_matches(name, accepted, n=1)
-                hint = f" Did you mean {close[0]!r}?" if close else ""
-                raise ValueError(f"space key {name!r} is not a parameter of {type(self.estimator).__name__}.{hint} "
-                                 "Inside a pipeline, name the step: 'step__param'.") from None
+                raise ValueError(f"space key {name!r} is not a parameter of {type(self.estimator).__name__}"
+                                 f"{did_you_mean(name, accepted)}. Inside a pipeline, name the step: "
+                                 "'step__param'.") from None
         return space
 
     def _check_data(self, X: Any, y: Any) -> None:

@@ -20,7 +20,7 @@ from mlflow.exceptions import MlflowException
 
 from hpsearch.config import absolute_sqlite
 from hpsearch.errors import TrackingError, mask_credentials
-from hpsearch.tracking import MlflowTracker
+from hpsearch.tracking import MlflowTracker, experiment_named
 
 OFFLINE_URI = "sqlite:///mlflow-offline.db"
 SYNCED_FROM = "hpsearch.synced_from"
@@ -59,10 +59,7 @@ def _source(uri: str, experiment: str) -> tuple[MlflowClient, str]:
         raise TrackingError(f"no offline store at {mask_credentials(uri)}: record a study there first with "
                             "`hpsearch run --offline STUDY` (in this folder), or name the store with --from")
     client = MlflowClient(uri)
-    found = client.get_experiment_by_name(experiment)
-    if found is None:
-        raise TrackingError(f"no MLflow experiment named {experiment!r} at {mask_credentials(uri)}")
-    return client, found.experiment_id
+    return client, experiment_named(client, experiment).experiment_id
 
 
 def sync_experiment(experiment: str, source_uri: str, target_uri: str) -> SyncReport:

@@ -112,20 +112,26 @@ def registry_name(study_name: str) -> str:
     return f"{study_name}-best"
 
 
+def experiment_named(client: MlflowClient, name: str) -> Any:
+    """The MLflow experiment ``name`` at the client's store; :class:`TrackingError` where there is none."""
+    found = client.get_experiment_by_name(name)
+    if found is None:
+        raise TrackingError(f"no MLflow experiment named {name!r} at {mask_credentials(client.tracking_uri)}")
+    return found
+
+
 def latest_study_run(experiment: str, tracking_uri: str | None = None) -> tuple[MlflowClient, Any]:
     """(client, the newest finished study run with a best model) of ``experiment``."""
-    uri = resolve_uri(tracking_uri)
-    client = MlflowClient(uri)
-    found = client.get_experiment_by_name(experiment)
-    if found is None:
-        raise TrackingError(f"no MLflow experiment named {experiment!r} at {mask_credentials(uri)}")
+    client = MlflowClient(resolve_uri(tracking_uri))
+    found = experiment_named(client, experiment)
     runs = client.search_runs([found.experiment_id],
                               "tags.`hpsearch.role` = 'study' and attributes.status = 'FINISHED'",
                               order_by=["attributes.start_time DESC"], max_results=20)
     for run in runs:
         if any(a.path == "model" for a in client.list_artifacts(run.info.run_id)):
             return client, run
-    raise TrackingError(f"experiment {experiment!r} has no finished study with a best model at {mask_credentials(uri)}")
+    raise TrackingError(f"experiment {experiment!r} has no finished study with a best model at "
+                        f"{mask_credentials(client.tracking_uri)}")
 
 
 def load_best(name: str, tracking_uri: str | None = None) -> Any:
@@ -147,9 +153,7 @@ def collect(client: MlflowClient, experiment_name: str, study_run_id: str | None
     """The newest study run of ``experiment_name`` (or ``study_run_id``) and its trial runs, as plain data."""
     where = mask_credentials(client.tracking_uri)
     try:
-        experiment = client.get_experiment_by_name(experiment_name)
-        if experiment is None:
-            raise TrackingError(f"no MLflow experiment named {experiment_name!r} at {where}")
+        experiment = experiment_named(client, experiment_name)
         if study_run_id is None:
             newest = client.search_runs([experiment.experiment_id], "tags.`hpsearch.role` = 'study'",
                                         order_by=["attributes.start_time DESC"], max_results=1)

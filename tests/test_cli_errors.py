@@ -85,7 +85,7 @@ CASES = [
                  ["search.space.n_neuron", "not a parameter of the model factory", "did you mean 'n_neurons'?"],
                  id="space-key-not-a-factory-param"),
     pytest.param("run", tiny_study(data__dataset="breast_cancr"), [],
-                 ["data.dataset", "'breast_cancr'", "Did you mean 'breast_cancer'?"], id="unknown-dataset"),
+                 ["data.dataset", "'breast_cancr'", "(did you mean 'breast_cancer'?)"], id="unknown-dataset"),
     pytest.param("run", tiny_study(data={"path": "missing.csv", "target": "y"}), [],
                  ["missing.csv", "does not exist", "data.path"], id="missing-csv"),
     pytest.param("check", tiny_study(data={**CSV_DATA, "target": "price"}), [],

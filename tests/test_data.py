@@ -98,7 +98,7 @@ def test_fingerprint_is_stable_and_tracks_the_seed():
 
 
 def test_unknown_dataset_suggests_the_closest_name():
-    with pytest.raises(DataError, match="Did you mean 'fashion_mnist'") as err:
+    with pytest.raises(DataError, match=r"\(did you mean 'fashion_mnist'\?\)") as err:
         load_dataset(cfg(dataset="fashion_mnst"), seed=0)
     assert all(name in str(err.value) for name in BUILTIN_DATASETS)
 
@@ -196,7 +196,7 @@ def test_empty_file_and_header_only(tmp_path):
 
 def test_target_not_found_suggests_close_columns(tmp_path):
     path = write_csv(tmp_path / "d.csv", price=np.arange(40.0))
-    with pytest.raises(DataError, match=r"data.target: column 'prices' not found in .*d.csv\. Did you mean 'price'"):
+    with pytest.raises(DataError, match=r"data.target: column 'prices' not found in .*d\.csv \(did you mean 'price'"):
         load_dataset(cfg(path=path, target="prices"), seed=0)
     with pytest.raises(DataError, match="data.features: column 'z'"):
         load_dataset(cfg(path=path, features=["a", "z"]), seed=0)

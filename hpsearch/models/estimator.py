@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 import importlib
 import inspect
 from collections.abc import Callable
@@ -12,7 +11,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import MinMaxScaler, StandardScaler
 
 from hpsearch.config import WRAPPER_PARAMS, TrainingConfig
-from hpsearch.errors import ConfigError
+from hpsearch.errors import ConfigError, did_you_mean
 
 BUILTIN_FACTORIES = {"mlp": "hpsearch.models.mlp:build_mlp"}
 _SCALERS = {"standard": StandardScaler, "minmax": MinMaxScaler}
@@ -22,9 +21,8 @@ def resolve_factory(spec: str) -> Callable[..., Any]:
     """The ``build_model`` function named by a builtin name or ``package.module:function``."""
     if ":" not in spec:
         if spec not in BUILTIN_FACTORIES:
-            close = difflib.get_close_matches(spec, BUILTIN_FACTORIES, n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise ConfigError(f"unknown factory {spec!r}{hint}; builtins: {', '.join(BUILTIN_FACTORIES)}, "
+            raise ConfigError(f"unknown factory {spec!r}{did_you_mean(spec, BUILTIN_FACTORIES)}; "
+                              f"builtins: {', '.join(BUILTIN_FACTORIES)}, "
                               "or give your own as 'package.module:function'", field="model.factory")
         spec = BUILTIN_FACTORIES[spec]
     module_name, _, function_name = spec.partition(":")
@@ -47,9 +45,7 @@ def check_params(factory: Callable[..., Any], names: list[str], field: str) -> N
     accepted = (set(signature) | WRAPPER_PARAMS) - {"meta", "compile_kwargs", "params"}
     for name in names:
         if name not in accepted:
-            close = difflib.get_close_matches(name, accepted, n=1)
-            hint = f"did you mean {close[0]!r}? " if close else ""
-            raise ConfigError(f"{name!r} is not a parameter of the model factory; {hint}"
+            raise ConfigError(f"{name!r} is not a parameter of the model factory{did_you_mean(name, accepted)}; "
                               f"it accepts: {', '.join(sorted(accepted))}", field=f"{field}.{name}")
 
 
