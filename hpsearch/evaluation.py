@@ -20,7 +20,7 @@ from sklearn.utils import _safe_indexing
 from sklearn.utils.multiclass import type_of_target
 
 from hpsearch.budget import STOPPED_AT_DEADLINE, Budget
-from hpsearch.errors import DataError
+from hpsearch.errors import DataError, TrackingError
 from hpsearch.execution import Executor
 from hpsearch.fitting import Fitter, TrialFailed
 from hpsearch.models.backend_choice import intended_backend, join_backend
@@ -217,24 +217,27 @@ class Evaluator:
             run.set_tags({"hpsearch.resumed_folds": ",".join(str(k) for k in sorted(known))})
         self.observer.trial_started(number, self.splits.n_folds, self.epochs)
         started, first_model = time.perf_counter(), None
-        try:
-            for fold in range(self.splits.n_folds):
-                if fold in known:
-                    _add_fold(result, known[fold])
-                    continue
-                hook = _CurveHook(self, run, fold, reporter)
+        for fold in range(self.splits.n_folds):
+            if fold in known:
+                _add_fold(result, known[fold])
+                continue
+            hook = _CurveHook(self, run, fold, reporter)
+            try:
                 model, pruned = fit_fold(self._task(params, number, fold), hook, self._scorer)
-                first_model = first_model if first_model is not None else model
-                if pruned:
-                    result.fold_epochs.append(hook.epochs)
-                    why = STOPPED_AT_DEADLINE if hook.stopped else "pruned"
-                    result.state, result.reason = "pruned", f"{why} at epoch {hook.epochs} of fold {fold}"
-                    break
-                _add_fold(result, hook.result)
-                if ledger:
-                    ledger.record_fold(number, hook.result)
-        except Exception as exc:  # a failing candidate must not stop the study
-            result.state, result.reason, first_model = "failed", failure_reason(exc), None
+            except TrackingError:  # the storage failed while the trial reported its progress: not the candidate
+                raise
+            except Exception as exc:  # a failing candidate must not stop the study
+                result.state, result.reason, first_model = "failed", failure_reason(exc), None
+                break
+            first_model = first_model if first_model is not None else model
+            if pruned:
+                result.fold_epochs.append(hook.epochs)
+                why = STOPPED_AT_DEADLINE if hook.stopped else "pruned"
+                result.state, result.reason = "pruned", f"{why} at epoch {hook.epochs} of fold {fold}"
+                break
+            _add_fold(result, hook.result)
+            if ledger:  # a failing storage is not the candidate's failure: its TrackingError stops the study
+                ledger.record_fold(number, hook.result)
         result.duration_s = time.perf_counter() - started
         self._end(run, result, first_model, ledger)
         return result
@@ -337,5 +340,9 @@ class _CurveHook:
         if not math.isfinite(monitored):
             return False
         step = self.fold * self.evaluator.epochs + epoch
-        self.pruned = self.reporter.should_prune(-monitored, step)
+        try:
+            self.pruned = self.reporter.should_prune(-monitored, step)
+        except Exception as exc:  # the pruner's storage failed
+            raise TrackingError(f"cannot report trial progress to search.storage: {type(exc).__name__}: "
+                                f"{str(exc).splitlines()[0] if str(exc) else ''}") from None
         return self.pruned

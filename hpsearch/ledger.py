@@ -9,6 +9,8 @@ database: the default SQLite file, or PostgreSQL shared with other machines.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict
 from typing import Any
 
@@ -108,15 +110,25 @@ class SqlLedger:
             found = [FoldResult(**json.loads(record)) for record in records]
         return {result.fold: result for result in found}
 
+    @contextmanager
+    def _writing(self, what: str) -> Iterator[Any]:
+        """A transaction; a failing database is a :class:`TrackingError` naming the storage (never the trial's)."""
+        try:
+            with self.engine.begin() as db:
+                yield db
+        except Exception as exc:  # SQLAlchemy/driver errors: the storage failed, not the candidate
+            raise TrackingError(f"cannot record {what} in search.storage {mask_credentials(self.url)}: "
+                                f"{type(exc).__name__}: {str(exc).splitlines()[0]}") from None
+
     def record_fold(self, number: int, result: FoldResult) -> None:
-        with self.engine.begin() as db:
+        with self._writing(f"fold {result.fold} of trial {number}") as db:
             db.execute(_FOLDS.delete().where((_FOLDS.c.study == self.key) & (_FOLDS.c.number == number)
                                              & (_FOLDS.c.fold == result.fold)))
             db.execute(_FOLDS.insert().values(study=self.key, number=number, fold=result.fold,
                                               record=canonical(asdict(result))))
 
     def _put_trial(self, number: int, state: str, record: dict[str, Any]) -> None:
-        with self.engine.begin() as db:
+        with self._writing(f"trial {number}") as db:
             db.execute(_TRIALS.delete().where((_TRIALS.c.study == self.key) & (_TRIALS.c.number == number)))
             db.execute(_TRIALS.insert().values(study=self.key, number=number, state=state, record=canonical(record)))
 

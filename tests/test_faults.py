@@ -116,6 +116,7 @@ def test_the_parameter_limit_is_a_study_field(tmp_path):
 FAULTY_MODELS = """
     import os
     import signal
+    import sqlite3
     import time
     from pathlib import Path
 
@@ -137,6 +138,9 @@ FAULTY_MODELS = """
             mode = "nan"
         if mode == "raise":
             raise RuntimeError("boom: this architecture cannot be built")
+        if mode == "break-storage":  # the study's storage loses a table while this trial trains
+            with sqlite3.connect("optuna.db") as db:
+                db.execute("drop table hpsearch_folds")
         if mode == "nan":
             return build_mlp(meta, n_neurons=8, optimizer="sgd", learning_rate=1e6)
         return build_mlp(meta, n_neurons=8, optimizer="adam", learning_rate=learning_rate)
@@ -182,6 +186,19 @@ def test_nan_loss_and_a_raising_factory_fail_their_trials_and_the_summary_counts
     assert len(curve) < 5  # TerminateOnNaN stopped it at once, not after the 5 epochs
     assert states["raise"].info.status == "FAILED" and "boom" in states["raise"].data.tags["hpsearch.reason"]
     assert study.info.status == "FINISHED" and study.data.metrics["trials_failed"] == 2
+
+
+def test_a_storage_failing_while_a_trial_is_recorded_stops_the_study_and_fails_no_trial(faulty):
+    write_study(faulty, tiny_study(
+        name="storage-fault", model={"factory": "faulty_models:build_model"}, tracking={"log_models": False},
+        training={"epochs": 2, "early_stopping": False},
+        search={"strategy": "grid", "cv": None, "space": {"mode": ["ok", "break-storage"]}}))
+    result = run_in_process(faulty, "run", "study.yaml")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    message = " ".join(result.stderr.split())
+    assert "cannot record fold 0 of trial 1 in search.storage sqlite:///" in message and "hpsearch_folds" in message
+    _, trials = trial_runs("storage-fault")
+    assert [t.data.tags.get("hpsearch.reason") for t in trials if t.data.tags.get("hpsearch.reason")] == []
 
 
 def refit_study(folder: Path, name: str) -> None:
