@@ -261,6 +261,17 @@ def scratch(prefix: str) -> Iterator[Path]:
             os.chdir(previous)
 
 
+def child_json(script: str, args: list[str], cwd: Path) -> dict[str, Any]:
+    """The JSON that ``python script --child args...`` prints as its last line, run in ``cwd`` without this
+    process's ``KERAS_BACKEND`` (Keras fixes its backend per process: the child's study picks its own)."""
+    env = {k: v for k, v in os.environ.items() if k != "KERAS_BACKEND"}
+    done = subprocess.run([sys.executable, script, "--child", *args], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=3600)
+    if done.returncode != 0:
+        raise RuntimeError(f"{Path(script).name} --child {' '.join(args)} failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.splitlines()[-1])
+
+
 def timed(function: Callable[[], Any]) -> tuple[Any, float]:
     """(result, wall seconds) of ``function()``."""
     started = time.perf_counter()

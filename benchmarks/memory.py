@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import Clock, Figure, as_study, check, main_for, scratch, tiny_raw, write_study
+from common import Clock, Figure, as_study, check, child_json, main_for, scratch, tiny_raw, write_study
 
 NAME = "memory"
 # 2 epochs, not 5: what leaks is per model built, not per epoch, and 200 trials fit in the suite's time
@@ -44,11 +44,7 @@ def one_process(data: Path, workdir: Path, n_trials: int, backend: str) -> tuple
     """({10: MB, n_trials: MB}, wall seconds) of a fresh process running the study in-process on ``backend``."""
     folder = workdir / backend
     folder.mkdir()
-    done = subprocess.run([sys.executable, __file__, "--child", str(data), str(folder), str(n_trials), backend],
-                          cwd=folder, capture_output=True, text=True, timeout=3600)
-    if done.returncode != 0:
-        raise RuntimeError(f"the {backend} child failed:\n{done.stderr[-3000:]}")
-    measured = json.loads(done.stdout.splitlines()[-1])
+    measured = child_json(__file__, [str(data), str(folder), str(n_trials), backend], folder)
     return {int(k): v for k, v in measured["rss"].items()}, measured["wall"]
 
 

@@ -19,9 +19,7 @@ rounds. Target: <= 10 % as shipped.
 from __future__ import annotations
 
 import json
-import os
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -29,7 +27,7 @@ from typing import Any
 
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import Clock, Figure, as_study, chapter_raw, check, main_for, run_untracked, scratch
+from common import Clock, Figure, as_study, chapter_raw, check, child_json, main_for, run_untracked, scratch
 
 NAME = "trial_overhead"
 ROUNDS = 2
@@ -75,13 +73,8 @@ def _child(data: Path, workdir: Path, n_trials: int, epochs: int) -> None:
 
 def run(quick: bool, data: Path) -> list[Figure]:
     n_trials, epochs = (4, 5) if quick else (12, 30)
-    env = {k: v for k, v in os.environ.items() if k != "KERAS_BACKEND"}  # this process's backend is not the study's
     with scratch(NAME) as workdir:
-        done = subprocess.run([sys.executable, __file__, "--child", str(data), str(workdir), str(n_trials),
-                               str(epochs)], cwd=workdir, env=env, capture_output=True, text=True, timeout=3600)
-    if done.returncode != 0:
-        raise RuntimeError(f"the measuring child failed:\n{done.stderr[-3000:]}")
-    measured = json.loads(done.stdout.splitlines()[-1])
+        measured = child_json(__file__, [str(data), str(workdir), str(n_trials), str(epochs)], workdir)
     loop = measured["loop"]
 
     def share(side: str) -> float:
