@@ -556,12 +556,15 @@ class MlflowTracker:
                 self._tried.discard(number)
                 return found[0].info
         self._tried.add(number)
-        run = self.client.create_run(self.experiment_id, run_name=f"trial-{number:03d}", tags={
-            "mlflow.parentRunId": study, "hpsearch.role": "trial",
-            "hpsearch.trial": str(number), "hpsearch.state": "running",
-            "hpsearch.process": f"{socket.gethostname()}:{os.getpid()}"})
+        info = self._new_trial_run(number, {"hpsearch.state": "running",
+                                            "hpsearch.process": f"{socket.gethostname()}:{os.getpid()}"})
         self._tried.discard(number)
-        return run.info
+        return info
+
+    def _new_trial_run(self, number: int, tags: dict[str, str]) -> RunInfo:
+        """A child run ``trial-NNN`` of the study run."""
+        return self.client.create_run(self.experiment_id, run_name=f"trial-{number:03d}", tags={
+            "mlflow.parentRunId": self.study.run_id, "hpsearch.role": "trial", "hpsearch.trial": str(number), **tags}).info
 
     def start_trial(self, number: int, params: dict[str, Any]) -> _Run:
         """Open the child run of one trial with its sampled params on the upload thread, while the trial trains
@@ -745,15 +748,19 @@ class MlflowTracker:
             raise self._unavailable(exc) from None
 
     def _close_killed_trials(self, numbers: list[int]) -> None:
-        runs = self._retry("finding killed trials", lambda: self.client.search_runs(
-            [self.experiment_id], f"tags.`mlflow.parentRunId` = '{self.study.run_id}' and "
-            "attributes.status = 'RUNNING'"))
-        for run in runs:
-            if int(run.data.tags.get("hpsearch.trial", -1)) in numbers:
-                killed = _Run(self.client, run.info.run_id, self._retry, run.info.run_name)
-                killed.set_tags({"hpsearch.state": "failed",
-                                 "hpsearch.reason": "killed: its worker stopped sending heartbeats"})
-                killed.finish(status="KILLED")
+        """A killed trial's run that is still RUNNING ends as KILLED; one that never reached MLflow (the worker died
+        before its upload thread created it) is created as KILLED, so the study shows every trial it ran."""
+        tags = {"hpsearch.state": "failed", "hpsearch.reason": "killed: its worker stopped sending heartbeats"}
+        for number in numbers:
+            found = self._retry("finding killed trials", lambda number=number: self.client.search_runs(
+                [self.experiment_id], f"tags.`mlflow.parentRunId` = '{self.study.run_id}' and "
+                f"tags.`hpsearch.trial` = '{number}'", max_results=1))
+            if found and found[0].info.status != "RUNNING":
+                continue  # closed by an earlier resume
+            killed = _Run(self.client, found[0].info.run_id if found else None, self._retry, f"trial {number}",
+                          create=lambda number=number: self._new_trial_run(number, tags))
+            killed.set_tags(tags)
+            killed.finish(status="KILLED")
 
     def log_range_test(self, study_name: str, test: Any, plot_path: Path) -> str:
         """One run (tag ``hpsearch.role=lr-find``): the loss and LR per step, the findings, the plot."""
