@@ -100,8 +100,8 @@ class Split:
 
 def load_split(path: Path, max_rows: int | None = None) -> Split:
     """The same rows and split hpsearch builds from ``data.path`` (and ``data.max_rows``) with seed 42."""
-    from hpsearch.config import DataConfig
-    from hpsearch.data import load_dataset
+    from hpsearch.config.schema import DataConfig
+    from hpsearch.data.loading import load_dataset
 
     data = load_dataset(DataConfig(dataset="california_housing", path=path, max_rows=max_rows), SEED)
     arrays = (data.X_train, data.y_train, data.X_valid, data.y_valid, data.X_test, data.y_test)
@@ -110,7 +110,7 @@ def load_split(path: Path, max_rows: int | None = None) -> Split:
 
 def chapter_raw(data: Path, workdir: Path, overrides: list[str]) -> dict[str, Any]:
     """studies/california_housing.yaml with ``overrides`` (``--set`` syntax), the data path and a local store."""
-    from hpsearch.config import apply_overrides, read_yaml
+    from hpsearch.config.loading import apply_overrides, read_yaml
 
     base = [f"data.path={data}", f"tracking.uri=sqlite:///{workdir / 'mlflow.db'}", "search.storage=null"]
     return apply_overrides(read_yaml(CHAPTER_STUDY), base + list(overrides))
@@ -129,7 +129,7 @@ def tiny_raw(data: Path, workdir: Path, name: str, overrides: list[str] = ()) ->
 
 def as_study(raw: dict[str, Any]) -> tuple[Any, str]:
     """(validated StudyConfig, its YAML text) of a study mapping."""
-    from hpsearch.config import parse_study
+    from hpsearch.config.loading import parse_study
 
     text = yaml.safe_dump(raw, sort_keys=False)
     return parse_study(raw, source="benchmark"), text
@@ -144,7 +144,7 @@ def write_study(raw: dict[str, Any], folder: Path, name: str = "study.yaml") -> 
 
 def run_untracked(study: Any, text: str, observer: Any = None) -> Any:
     """``run_study`` with ``tracking.enabled: false``: the same search, nothing recorded."""
-    from hpsearch.runner import run_study
+    from hpsearch.run.study import run_study
 
     off = study.model_copy(update={"tracking": study.tracking.model_copy(update={"enabled": False})})
     return run_study(off, text, observer=observer)

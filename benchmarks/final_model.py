@@ -48,8 +48,8 @@ def _candidates(seed: int, data: Path, uri: str) -> dict[str, Any]:
     import mlflow
     from sklearn.metrics import mean_squared_error
 
-    from hpsearch.config import load_study
-    from hpsearch.runner import plan_study
+    from hpsearch.config.loading import load_study
+    from hpsearch.run.plan import plan_study
 
     mlflow.set_tracking_uri(uri)
     study_run = mlflow.search_runs(search_all_experiments=True, filter_string="tags.`hpsearch.role` = 'study'",

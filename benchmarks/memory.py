@@ -4,7 +4,7 @@ The tiny study of benchmark 3 (1,000 rows, small MLPs; 2 epochs here) as an Optu
 local MLflow store, a model logged per trial), measured two ways:
 
 - **default** (the target figures): what a study file that says nothing more gets (the storage ``./optuna.db``,
-  no ``execution.trials_per_process``): :func:`hpsearch.runner.run_study` in a fresh child process in a folder of
+  no ``execution.trials_per_process``): :func:`hpsearch.run.study.run_study` in a fresh child process in a folder of
   its own, once on each Keras backend (``auto`` picks TensorFlow for these short fits); a TrialObserver reads
   psutil's RSS when trial 10 and trial N end.
 - **recycled**: ``hpsearch run`` with ``execution.trials_per_process`` (30; 12 with ``--quick``) and a SQLite
@@ -52,7 +52,7 @@ def _child(data: Path, workdir: Path, n_trials: int, backend: str) -> None:
     """Run the study here on ``backend``; print {"rss": {10: MB, n: MB}, "wall": s} as the last line."""
     import psutil
 
-    from hpsearch.runner import run_study
+    from hpsearch.run.study import run_study
 
     process, rss = psutil.Process(), {}
 

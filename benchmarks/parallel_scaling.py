@@ -114,9 +114,9 @@ def _bare_process(raw: dict[str, Any], threads: int, cpus: list[int] | None, n_f
     """One process of the ceiling: warm up, wait for the others, then time the bare fits (trials/minute)."""
     from trial_overhead import bare_keras_loop
 
-    from hpsearch.execution import pin_to_cpus
+    from hpsearch.evaluation.cpus import pin_to_cpus
     from hpsearch.models.backend import limit_threads
-    from hpsearch.runner import plan_study
+    from hpsearch.run.plan import plan_study
 
     if cpus:
         pin_to_cpus(cpus)
@@ -132,7 +132,7 @@ def bare_ceiling(raw: dict[str, Any], n_fits: int, pinned: bool = True) -> float
     """Throughput of two processes over one (fits per minute, summed), each process doing the same bare Keras fits,
     placed as ``--workers`` places its workers: one process on all cores; two pinned one to each half of the cores
     (or, ``pinned=False``, left wherever the OS puts them)."""
-    from hpsearch.execution import cpu_groups, share_of_cores
+    from hpsearch.evaluation.cpus import cpu_groups, share_of_cores
 
     context = multiprocessing.get_context("spawn")
     rates = {}

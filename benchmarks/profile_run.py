@@ -27,7 +27,7 @@ def main() -> None:
     from pyinstrument import Profiler
 
     import hpsearch.models.backend  # noqa: F401  (TensorFlow's import is not what we profile)
-    from hpsearch.runner import run_study
+    from hpsearch.run.study import run_study
 
     with scratch("profile") as workdir:
         study, text = as_study(tiny_raw(data, workdir, "bench-profile", [f"search.n_trials={options.trials}"]))

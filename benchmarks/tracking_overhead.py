@@ -1,6 +1,6 @@
 """Benchmark 2, tracking overhead: the same study with full MLflow tracking to a real server vs tracking off.
 
-Tracking on: :func:`hpsearch.runner.run_study` recording into an ``mlflow server`` subprocess (SQLite backend,
+Tracking on: :func:`hpsearch.run.study.run_study` recording into an ``mlflow server`` subprocess (SQLite backend,
 served artifacts, free loopback port): params, per-epoch curves, every trial's model, the refit best model and its
 registration (what the target names: curves, params, models), with ``tracking.report: false``; and as shipped, with
 the report's plots too. The server runs as docker-compose.yml runs it (gunicorn's threaded workers, no job runner).
@@ -49,7 +49,7 @@ ORDERS = list(itertools.permutations(KINDS))  # a round each (--quick: the first
 
 
 def run(quick: bool, data: Path) -> list[Figure]:
-    from hpsearch.runner import run_study
+    from hpsearch.run.study import run_study
 
     rounds = 1 if quick else len(ORDERS)
     times: dict[str, list[float]] = {kind: [] for kind in KINDS}

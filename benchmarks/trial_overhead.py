@@ -4,10 +4,10 @@ The study: the chapter's California data (the whole training split), its space, 
 search (12 trials; 4 of 5 epochs with ``--quick``), on the backend ``auto`` picks. The same candidates are fitted
 two ways in one fresh child process (Keras fixes its backend per process):
 
-- **the fitter loop**: hpsearch's own :class:`~hpsearch.fitting.StudyFitter` called candidate by candidate (the same
-  engine, feed, seeds and garbage-collection policy as the study's trials), each model scored on the validation
-  split, nothing else;
-- **the study**: :func:`hpsearch.runner.run_study` as shipped (local MLflow: params, curves, a model per trial), and
+- **the fitter loop**: hpsearch's own :class:`~hpsearch.evaluation.fitting.StudyFitter` called candidate by
+  candidate (the same engine, feed, seeds and garbage-collection policy as the study's trials), each model
+  scored on the validation split, nothing else;
+- **the study**: :func:`hpsearch.run.study.run_study` as shipped (local MLflow: params, curves, a model per trial), and
   once with tracking off; its search time runs from the search start to the last trial's end (the final model and
   the test excluded).
 
@@ -49,7 +49,8 @@ def fitter_loop(plan: Any, candidates: list[dict[str, Any]]) -> float:
 
 def _child(data: Path, workdir: Path, n_trials: int, epochs: int) -> None:
     """Measure here; print {"backend", "loop", "tracked", "untracked"} (seconds per round) as the last line."""
-    from hpsearch.runner import plan_study, run_study
+    from hpsearch.run.plan import plan_study
+    from hpsearch.run.study import run_study
 
     def raw(name: str) -> dict[str, Any]:
         return chapter_raw(data, workdir, [f"name={name}", "search.strategy=random", "search.cv=null",

@@ -8,20 +8,20 @@ from __future__ import annotations
 from importlib import import_module
 from typing import Any
 
-from hpsearch.dimensions import Categorical, Fixed, Float, Int
+from hpsearch.space.dimensions import Categorical, Fixed, Float, Int
 
 __version__ = "0.1.0"
 
 _LAZY = {
-    "SearchCV": "hpsearch.search_cv",
+    "SearchCV": "hpsearch.run.search_cv",
     "KerasMLPRegressor": "hpsearch.models.mlp_estimators",
     "KerasMLPClassifier": "hpsearch.models.mlp_estimators",
     "KerasRegressor": "hpsearch.models.wrappers",
     "KerasClassifier": "hpsearch.models.wrappers",
     "build_mlp": "hpsearch.models.mlp",
-    "load_best": "hpsearch.tracking",
-    "load_study": "hpsearch.config",
-    "run_study": "hpsearch.runner",
+    "load_best": "hpsearch.tracking.reading",
+    "load_study": "hpsearch.config.loading",
+    "run_study": "hpsearch.run.study",
     "use_backend": "hpsearch.models.backend_choice",
 }
 __all__ = ["Categorical", "Fixed", "Float", "Int", "__version__", *_LAZY]

@@ -1,4 +1,12 @@
-"""Errors a user can act on: printed as one paragraph, exit code 2, never a traceback."""
+"""Every exception hpsearch raises, in two trees.
+
+- :class:`HpsearchError`: what a user can act on (the study file, the data, a URL, a server that does not
+  answer): printed as one paragraph, exit code 2 (1 for :class:`RefitFailed`), never a traceback.
+- :class:`InternalSignal`: what one part of hpsearch tells another, never shown to the user as such: a trial
+  that produced no usable model (:class:`TrialFailed`: recorded as a failed trial, the study goes on) and a
+  tracking server that kept failing (:class:`TrackingUnavailable`: the study goes on without it). A failure of
+  the storage or the tracker while a trial is recorded is a :class:`TrackingError`, never a failed trial.
+"""
 
 from __future__ import annotations
 
@@ -41,6 +49,18 @@ class RefitFailed(HpsearchError):
     """The best params' refit kept diverging: the trials are recorded, the study has no model (exit code 1)."""
 
     exit_code = 1
+
+
+class InternalSignal(Exception):
+    """Base class for what hpsearch's parts tell each other; caught inside hpsearch, never printed as an error."""
+
+
+class TrialFailed(InternalSignal):  # noqa: N818  (reads well in a failure reason: "TrialFailed: the loss became NaN")
+    """A trial that ran but produced no usable model (e.g. its loss became NaN)."""
+
+
+class TrackingUnavailable(InternalSignal):  # noqa: N818  (a state, like TrialFailed)
+    """The tracking server kept failing for the whole retry budget (hpsearch goes on without it)."""
 
 
 def mask_credentials(url: str) -> str:

@@ -160,13 +160,13 @@ def test_bad_data_is_refused_before_training(workdir, X, y, message):
 
 
 def test_space_objects_are_the_yaml_ones():
-    from hpsearch.config import parse_study
+    from hpsearch.config.loading import parse_study
 
     study = parse_study({"name": "x", "data": {"dataset": "iris"},
                          "search": {"space": {"lr": {"float": [3.0e-4, 3.0e-2], "log": True}, "n": [1, 2]}}})
     assert study.search.space["lr"] == hpsearch.Float(3e-4, 3e-2, log=True)
     assert study.search.space["n"] == hpsearch.Categorical([1, 2])
-    from hpsearch.dimensions import as_dimension
+    from hpsearch.space.dimensions import as_dimension
     assert as_dimension(reciprocal(3e-4, 3e-2)) == hpsearch.Float(3e-4, 3e-2, log=True)
     assert as_dimension(np.arange(1, 4)) == hpsearch.Categorical([1, 2, 3])
 

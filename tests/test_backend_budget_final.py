@@ -13,10 +13,11 @@ import time
 import pytest
 from mlflow.tracking import MlflowClient
 
-from hpsearch.config import parse_study
+from hpsearch.config.loading import parse_study
 from hpsearch.errors import ConfigError
 from hpsearch.models.backend_choice import JAX_MIN_STEPS, choose_backend, factory_uses_tensorflow, use_backend
-from hpsearch.runner import final_model, run_study
+from hpsearch.run.plan import final_model
+from hpsearch.run.study import run_study
 from tests.conftest import local_store, tiny_study, write_study
 
 SPACE = {"n_neurons": {"int": [4, 16]}, "learning_rate": {"float": [1e-3, 1e-2], "log": True}}

@@ -12,15 +12,10 @@ import pytest
 import yaml
 from conftest import tiny_study, write_study
 
-from hpsearch.config import (
-    DEFAULT_OPTUNA_STORAGE,
-    StudyConfig,
-    apply_overrides,
-    load_study,
-    parse_study,
-)
-from hpsearch.dimensions import Categorical, Fixed, Float, Int
+from hpsearch.config.loading import apply_overrides, load_study, parse_study
+from hpsearch.config.schema import DEFAULT_OPTUNA_STORAGE, StudyConfig
 from hpsearch.errors import ConfigError, HpsearchError
+from hpsearch.space.dimensions import Categorical, Fixed, Float, Int
 
 MINIMAL = {"name": "minimal", "data": {"dataset": "iris"}}
 

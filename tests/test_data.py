@@ -18,7 +18,8 @@ import pandas as pd
 import pytest
 from sklearn.datasets import load_diabetes, load_iris
 
-from hpsearch.data import BUILTIN_DATASETS, FASHION_FILES, Dataset, infer_task, load_dataset
+from hpsearch.data.builtin import BUILTIN_DATASETS, FASHION_FILES
+from hpsearch.data.loading import Dataset, infer_task, load_dataset
 from hpsearch.errors import DataError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -315,7 +316,8 @@ def test_fashion_mnist_from_the_keras_cache(tmp_path):
     write_idx(folder, "train", np.arange(50) % 10, rng.integers(0, 256, size=(50, 28, 28)))
     write_idx(folder, "t10k", np.arange(12) % 10, np.full((12, 28, 28), 255))
     script = (
-        "import json, numpy as np; from types import SimpleNamespace as NS; from hpsearch.data import load_dataset\n"
+        "import json, numpy as np; from types import SimpleNamespace as NS\n"
+        "from hpsearch.data.loading import load_dataset\n"
         "d = load_dataset(NS(dataset='fashion_mnist', path=None, target=None, features=None, task=None,"
         " test_size=0.5, valid_size=0.2, max_rows=None), seed=42)\n"
         "print(json.dumps({'task': d.task, 'shapes': [list(a.shape) for a in (d.X_train, d.X_valid, d.X_test)],"

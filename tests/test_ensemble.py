@@ -16,10 +16,11 @@ from sklearn.linear_model import LogisticRegression, Ridge
 from sklearn.metrics import get_scorer
 from sklearn.tree import DecisionTreeClassifier, DecisionTreeRegressor
 
-from hpsearch.config import parse_study
-from hpsearch.ensemble import select_ensemble
+from hpsearch.config.loading import parse_study
 from hpsearch.errors import ConfigError
-from hpsearch.runner import plan_study, run_study
+from hpsearch.models.ensemble import select_ensemble
+from hpsearch.run.plan import plan_study
+from hpsearch.run.study import run_study
 from tests.conftest import local_store, tiny_study, write_study
 
 SPACE = {"n_neurons": {"int": [4, 16]}, "learning_rate": {"float": [1e-3, 3e-2], "log": True}}

@@ -3,7 +3,7 @@ or in one clear error — exit code 2, the field or file named, no traceback, no
 
 Random YAML documents, and random mutations of every shipped study (types swapped, keys dropped or misspelled,
 ranges inverted, huge and negative numbers, unicode, deep nesting, ``--set`` overrides), go through
-:func:`hpsearch.config.load_study` and through ``hpsearch check`` in-process. Nothing trains.
+:func:`hpsearch.config.loading.load_study` and through ``hpsearch check`` in-process. Nothing trains.
 
 CI runs the bounded ``ci`` profile (well under a minute); ``HYPOTHESIS_PROFILE=long python -m pytest -q
 tests/test_fuzz.py`` runs the long one on demand.
@@ -23,7 +23,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from hpsearch import cli
-from hpsearch.config import MAX_DEPTH, StudyConfig, load_study, safe_load
+from hpsearch.config.loading import MAX_DEPTH, load_study, safe_load
+from hpsearch.config.schema import StudyConfig
 from hpsearch.errors import HpsearchError
 
 REPO = Path(__file__).resolve().parents[1]

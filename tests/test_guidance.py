@@ -10,13 +10,13 @@ import pytest
 from conftest import local_store, tiny_study, write_study
 from mlflow import MlflowClient
 
-from hpsearch.advice import advise
-from hpsearch.cli import main
-from hpsearch.config import load_study, parse_study
+from hpsearch.cli.main import main
+from hpsearch.config.loading import load_study, parse_study
 from hpsearch.errors import ConfigError
-from hpsearch.lr_finder import analyse, check_settings, exploded
+from hpsearch.guidance.advice import advise
+from hpsearch.guidance.lr_finder import analyse, check_settings, exploded
 from hpsearch.models.estimator import make_estimator
-from hpsearch.runner import run_study
+from hpsearch.run.study import run_study
 
 REPO = Path(__file__).resolve().parents[1]
 

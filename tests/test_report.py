@@ -11,14 +11,15 @@ import pytest
 from conftest import tiny_study
 from mlflow import MlflowClient
 
-from hpsearch import tracking
-from hpsearch.cli import main
-from hpsearch.config import parse_study
-from hpsearch.importance import param_importances
-from hpsearch.recorded import StudyRecord, TrialRecord, parse_param
-from hpsearch.report import curve_x, normalise, write_report
-from hpsearch.runner import run_study
-from hpsearch.tracking import MlflowTracker, collect
+from hpsearch.cli.main import main
+from hpsearch.config.loading import parse_study
+from hpsearch.guidance.importance import param_importances
+from hpsearch.guidance.report import curve_x, normalise, write_report
+from hpsearch.run.study import run_study
+from hpsearch.tracking._report_process import REPORT_PROCESS
+from hpsearch.tracking.mlflow_tracker import MlflowTracker
+from hpsearch.tracking.reading import collect
+from hpsearch.tracking.recorded import StudyRecord, TrialRecord, parse_param
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 ALL_PLOTS = {"learning_curves.png", "score_vs_learning_rate.png", "score_vs_depth_width.png",
@@ -80,7 +81,7 @@ def test_a_report_that_fails_is_a_warning_and_the_study_goes_on(tmp_path, monkey
 
 def test_the_report_process_ends_quietly_when_its_study_never_asks():
     """A tracker that dies (or aborts) before the refit is over closes the pipe: the process just exits."""
-    done = subprocess.run([sys.executable, "-c", tracking._REPORT_PROCESS], input="", capture_output=True, text=True,
+    done = subprocess.run([sys.executable, "-c", REPORT_PROCESS], input="", capture_output=True, text=True,
                           timeout=120)
     assert (done.returncode, done.stderr) == (0, "")
 
@@ -120,7 +121,7 @@ def test_the_report_process_draws_the_record_it_is_sent(store, tmp_path):
     record = collect(MlflowClient(store), "report")
     record.trials[0].curves["loss"].append((99, float("nan")))
     request = json.dumps({"folder": str(tmp_path), "record": record.to_dict(), "importances": {"n_neurons": 1.0}})
-    done = subprocess.run([sys.executable, "-c", tracking._REPORT_PROCESS], input=request + "\n",
+    done = subprocess.run([sys.executable, "-c", REPORT_PROCESS], input=request + "\n",
                           capture_output=True, text=True, timeout=120)
     assert (done.returncode, done.stderr) == (0, "")
     assert {p.name for p in tmp_path.iterdir()} == ALL_PLOTS
@@ -196,6 +197,6 @@ def test_layer_lists_categoricals_pruned_and_failed_trials(tmp_path):
 
 
 def test_report_module_loads_neither_keras_nor_mlflow():
-    code = "import sys, hpsearch.report; print(sorted({'tensorflow', 'keras', 'mlflow'} & set(sys.modules)))"
+    code = "import sys, hpsearch.guidance.report; print(sorted({'tensorflow', 'keras', 'mlflow'} & set(sys.modules)))"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]"

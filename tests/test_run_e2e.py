@@ -14,11 +14,11 @@ from conftest import local_store, tiny_study, write_study
 from mlflow import MlflowClient
 
 import hpsearch
-from hpsearch.cli import main
-from hpsearch.config import load_study, parse_study
-from hpsearch.data import load_dataset
-from hpsearch.runner import run_study
-from hpsearch.space import SearchSpace
+from hpsearch.cli.main import main
+from hpsearch.config.loading import load_study, parse_study
+from hpsearch.data.loading import load_dataset
+from hpsearch.run.study import run_study
+from hpsearch.space.space import SearchSpace
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[1]
@@ -213,10 +213,10 @@ def test_a_trial_run_opens_behind_training_and_its_id_reaches_the_result(workdir
     """start_trial does not wait for MLflow: the run is created on the upload thread; end_trial gives its id."""
     import threading
 
-    import hpsearch.tracking as tracking
     from hpsearch.results import StudyResult, TrialResult
+    from hpsearch.tracking.mlflow_tracker import MlflowTracker
 
-    tracker = tracking.MlflowTracker(local_store(), "opening", log_models=False)
+    tracker = MlflowTracker(local_store(), "opening", log_models=False)
     tracker.start_study("opening", {}, "", resume=False)
     creators, create_run = [], tracker.client.create_run
     monkeypatch.setattr(tracker.client, "create_run", lambda *args, **kwargs: (
@@ -234,11 +234,12 @@ def test_a_trial_run_opens_behind_training_and_its_id_reaches_the_result(workdir
 
 def test_curves_sent_behind_training_arrive_once_each_and_in_order(workdir, monkeypatch):
     """Curves go out on the upload thread while the trial keeps logging: no value lost, none sent twice."""
-    import hpsearch.tracking as tracking
+    import hpsearch.tracking._run as buffered
     from hpsearch.results import StudyResult, TrialResult
+    from hpsearch.tracking.mlflow_tracker import MlflowTracker
 
-    monkeypatch.setattr(tracking, "_FLUSH_SECONDS", 0.001)  # a send behind almost every epoch
-    tracker = tracking.MlflowTracker(local_store(), "curves", log_models=False)
+    monkeypatch.setattr(buffered, "_FLUSH_SECONDS", 0.001)  # a send behind almost every epoch
+    tracker = MlflowTracker(local_store(), "curves", log_models=False)
     tracker.start_study("curves", {}, "", resume=False)
     run = tracker.start_trial(0, {"n_neurons": 3})
     for epoch in range(1500):

@@ -16,7 +16,7 @@ from conftest import local_store, tiny_study, write_study
 from mlflow import MlflowClient
 
 from hpsearch import load_best
-from hpsearch.cli import main
+from hpsearch.cli.main import main
 
 pytestmark = pytest.mark.slow
 

@@ -1,4 +1,4 @@
-"""Tests for hpsearch.dimensions and hpsearch.space: validation, parsing, and the three engine mappings.
+"""Tests for hpsearch.space.dimensions and hpsearch.space: validation, parsing, and the three engine mappings.
 
 No model is trained here; the only Keras use is building one Dense layer from a sampled value.
 """
@@ -14,8 +14,8 @@ import pytest
 from scipy import stats
 from sklearn.model_selection import ParameterGrid, ParameterSampler
 
-from hpsearch.dimensions import Categorical, Fixed, Float, Int, parse_dimension, to_python
-from hpsearch.space import SearchSpace, to_grid, to_scipy
+from hpsearch.space.dimensions import Categorical, Fixed, Float, Int, parse_dimension, to_python
+from hpsearch.space.space import SearchSpace, to_grid, to_scipy
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 

@@ -15,9 +15,9 @@ import pytest
 from conftest import free_port, local_store, tiny_study, wait_for_http, write_study
 from mlflow import MlflowClient
 
-from hpsearch.cli import main
-from hpsearch.config import load_study
-from hpsearch.data import load_dataset
+from hpsearch.cli.main import main
+from hpsearch.config.loading import load_study
+from hpsearch.data.loading import load_dataset
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[1]

@@ -153,7 +153,7 @@ def test_workers_started_together_on_a_new_study_share_one_study_run(workdir, da
 
 
 def test_local_workers_get_a_cpu_each_and_a_bad_cpu_list_is_refused(tmp_path):
-    from hpsearch.execution import cpu_groups, usable_cpus
+    from hpsearch.evaluation.cpus import cpu_groups, usable_cpus
 
     cpus = usable_cpus()
     assert [[cpu] for cpu in cpus] == cpu_groups(len(cpus))  # --workers N on N cores: one core each

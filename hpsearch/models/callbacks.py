@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from hpsearch.config import TrainingConfig
+from hpsearch.config.schema import TrainingConfig
 from hpsearch.models.backend import keras
 
 # Called after every epoch with (epoch, logs); returns True to stop training (pruned).

@@ -10,7 +10,7 @@ from typing import Any
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import MinMaxScaler, StandardScaler
 
-from hpsearch.config import WRAPPER_PARAMS, TrainingConfig
+from hpsearch.config.schema import WRAPPER_PARAMS, TrainingConfig
 from hpsearch.errors import ConfigError, did_you_mean
 
 BUILTIN_FACTORIES = {"mlp": "hpsearch.models.mlp:build_mlp"}

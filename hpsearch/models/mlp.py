@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from hpsearch.config.schema import MLP_DEFAULTS
 from hpsearch.models.backend import keras
 
 OPTIMIZERS = ("sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam", "adamw", "nadam", "adamax")
@@ -46,11 +47,11 @@ def _n_outputs(meta: dict[str, Any], task: str) -> int:
 
 def build_mlp(
     meta: dict[str, Any],
-    n_hidden: int = 1,
-    n_neurons: int | list[int] = 30,
-    activation: str = "relu",
-    optimizer: str = "sgd",
-    learning_rate: float = 3e-3,
+    n_hidden: int = MLP_DEFAULTS["n_hidden"],
+    n_neurons: int | list[int] = MLP_DEFAULTS["n_neurons"],
+    activation: str = MLP_DEFAULTS["activation"],
+    optimizer: str = MLP_DEFAULTS["optimizer"],
+    learning_rate: float = MLP_DEFAULTS["learning_rate"],
     output_activation: str | None = None,
     loss: str | None = None,
     metrics: list[str] | None = None,

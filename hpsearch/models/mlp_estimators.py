@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from hpsearch.config.schema import MLP_DEFAULTS
 from hpsearch.models.backend import keras
 from hpsearch.models.mlp import build_mlp
 from hpsearch.models.wrappers import KerasClassifier, KerasRegressor
@@ -48,8 +49,9 @@ class KerasMLPRegressor(_MLP, KerasRegressor):
     ``validation_split`` of the training data and restores the best weights.
     """
 
-    def __init__(self, n_hidden: int = 1, n_neurons: int | list[int] = 30, activation: str = "relu",
-                 optimizer: str = "sgd", learning_rate: float = 3e-3, output_activation: str | None = None,
+    def __init__(self, n_hidden: int = MLP_DEFAULTS["n_hidden"], n_neurons: int | list[int] = MLP_DEFAULTS["n_neurons"],
+                 activation: str = MLP_DEFAULTS["activation"], optimizer: str = MLP_DEFAULTS["optimizer"],
+                 learning_rate: float = MLP_DEFAULTS["learning_rate"], output_activation: str | None = None,
                  loss: str | None = None, metrics: list[str] | None = None, dropout: float = 0.0, l2: float = 0.0,
                  kernel_initializer: str = "glorot_uniform", epochs: int = 100, batch_size: int = 32,
                  early_stopping: int | None = None, validation_split: float = 0.1, verbose: int = 0,
@@ -66,8 +68,9 @@ class KerasMLPRegressor(_MLP, KerasRegressor):
 class KerasMLPClassifier(_MLP, KerasClassifier):
     """The chapter's classification MLP (sigmoid or softmax head by target) as a scikit-learn classifier."""
 
-    def __init__(self, n_hidden: int = 1, n_neurons: int | list[int] = 30, activation: str = "relu",
-                 optimizer: str = "sgd", learning_rate: float = 3e-3, output_activation: str | None = None,
+    def __init__(self, n_hidden: int = MLP_DEFAULTS["n_hidden"], n_neurons: int | list[int] = MLP_DEFAULTS["n_neurons"],
+                 activation: str = MLP_DEFAULTS["activation"], optimizer: str = MLP_DEFAULTS["optimizer"],
+                 learning_rate: float = MLP_DEFAULTS["learning_rate"], output_activation: str | None = None,
                  loss: str | None = None, metrics: list[str] | None = None, dropout: float = 0.0, l2: float = 0.0,
                  kernel_initializer: str = "glorot_uniform", epochs: int = 100, batch_size: int = 32,
                  early_stopping: int | None = None, validation_split: float = 0.1, verbose: int = 0,

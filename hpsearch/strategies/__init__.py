@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from hpsearch.config import SearchConfig
-from hpsearch.space import SearchSpace
+from hpsearch.config.schema import SearchConfig
+from hpsearch.space.space import SearchSpace
 from hpsearch.strategies.base import Strategy
 
 

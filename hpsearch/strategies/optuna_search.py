@@ -12,10 +12,12 @@ import numpy as np
 import optuna
 from optuna.trial import TrialState
 
-from hpsearch.config import absolute_sqlite
+from hpsearch.config.schema import absolute_sqlite
 from hpsearch.errors import ConfigError, TrackingError, mask_credentials
 from hpsearch.results import TrialResult
-from hpsearch.strategies.base import Evaluate, Strategy
+from hpsearch.strategies.base import Strategy
+from hpsearch.strategies.coordination import Coordination
+from hpsearch.strategies.evaluate import Evaluate
 
 _STATES = {"finished": TrialState.COMPLETE, "pruned": TrialState.PRUNED, "failed": TrialState.FAIL}
 _DONE = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
@@ -39,9 +41,6 @@ class OptunaStrategy(Strategy):
     name = "optuna"
     study: optuna.Study | None = None
     creator = False
-
-    def resumes(self) -> bool:
-        return self.search.storage is not None
 
     def _sampler(self, seed: int) -> optuna.samplers.BaseSampler:
         samplers = {"tpe": optuna.samplers.TPESampler, "random": optuna.samplers.RandomSampler,
@@ -103,34 +102,13 @@ class OptunaStrategy(Strategy):
                 field="search.space")
         if self.search.storage is not None:
             optuna.storages.fail_stale_trials(self.study)
-
-    def killed_trials(self) -> list[int]:
-        """Trials whose worker died mid-trial (failed by the heartbeat, never reported back)."""
-        return [t.number for t in self.study.get_trials(deepcopy=False)
-                if t.state == TrialState.FAIL and "run_id" not in t.user_attrs]
-
-    def shared_run_id(self) -> str | None:
-        """The MLflow study run every worker of this study records into.
-
-        Workers started together all find the study new: the one that created it creates the study
-        run, the others wait for it (up to ``_RUN_WAIT`` seconds) rather than create their own.
-        """
-        deadline = time.monotonic() + (0 if self.creator else _RUN_WAIT)
-        while True:
-            attrs = self.study.user_attrs  # re-read from the storage
-            if "mlflow_study_run" in attrs or time.monotonic() >= deadline:
-                return attrs.get("mlflow_study_run") or None
-            time.sleep(0.5)
-
-    def share_run_id(self, run_id: str | None) -> None:
-        if "mlflow_study_run" not in self.study.user_attrs:  # "": the study is not tracked
-            self.study.set_user_attr("mlflow_study_run", run_id or "")
+        self.coordination = OptunaCoordination(self)
 
     def _retried(self, trials: list[optuna.trial.FrozenTrial]) -> set[int]:
         numbers = (optuna.storages.RetryHeartbeatStaleTrialCallback.retried_trial_number(t) for t in trials)
         return {n for n in numbers if n is not None}
 
-    def _done(self) -> list[optuna.trial.FrozenTrial]:
+    def done(self) -> list[optuna.trial.FrozenTrial]:
         trials = self.study.get_trials(deepcopy=False)
         retried = self._retried(trials)
         return [t for t in trials if t.state in _DONE and t.number not in retried]
@@ -148,21 +126,6 @@ class OptunaStrategy(Strategy):
             return self.search.n_trials
         claimed, waiting = self._claimed()
         return max(self.search.n_trials - claimed, int(waiting))
-
-    def study_results(self, results: list[TrialResult]) -> list[TrialResult]:
-        """Every finished trial in the storage, earlier runs' included (this run's as measured)."""
-        measured = {r.number: r for r in results}
-        states = {v: k for k, v in _STATES.items()}
-        killed = "killed: its worker stopped sending heartbeats"
-        return [measured.get(t.number) or TrialResult(
-            number=t.number, params=t.user_attrs.get("params", t.params), state=states[t.state],
-            fold_scores=t.user_attrs.get("fold_scores", []), run_id=t.user_attrs.get("run_id"),
-            reason=t.user_attrs.get("reason") if "run_id" in t.user_attrs else killed)
-            for t in self._done()]
-
-    def busy(self) -> bool:
-        """Whether another worker is still running a trial of this study."""
-        return any(t.state == TrialState.RUNNING for t in self.study.get_trials(deepcopy=False))
 
     def run_search(self, evaluate: Evaluate) -> list[TrialResult]:
         """Trials until the study holds n_trials (shared with other workers); ``optimize`` keeps heartbeats."""
@@ -184,17 +147,65 @@ class OptunaStrategy(Strategy):
             self.study.optimize(objective, n_trials=1)
         return results
 
+
+class OptunaCoordination(Coordination):
+    """The workers of one Optuna study: the storage says what ran, what a dead worker left, which study run."""
+
+    def __init__(self, strategy: OptunaStrategy) -> None:
+        self.strategy = strategy
+
+    def resumes(self) -> bool:
+        return self.strategy.search.storage is not None
+
+    def killed_trials(self) -> list[int]:
+        """Trials whose worker died mid-trial (failed by the heartbeat, never reported back)."""
+        return [t.number for t in self.strategy.study.get_trials(deepcopy=False)
+                if t.state == TrialState.FAIL and "run_id" not in t.user_attrs]
+
+    def shared_run_id(self) -> str | None:
+        """The MLflow study run every worker of this study records into.
+
+        Workers started together all find the study new: the one that created it creates the study
+        run, the others wait for it (up to ``_RUN_WAIT`` seconds) rather than create their own.
+        """
+        deadline = time.monotonic() + (0 if self.strategy.creator else _RUN_WAIT)
+        while True:
+            attrs = self.strategy.study.user_attrs  # re-read from the storage
+            if "mlflow_study_run" in attrs or time.monotonic() >= deadline:
+                return attrs.get("mlflow_study_run") or None
+            time.sleep(0.5)
+
+    def share_run_id(self, run_id: str | None) -> None:
+        if "mlflow_study_run" not in self.strategy.study.user_attrs:  # "": the study is not tracked
+            self.strategy.study.set_user_attr("mlflow_study_run", run_id or "")
+
+    def study_results(self, results: list[TrialResult]) -> list[TrialResult]:
+        """Every finished trial in the storage, earlier runs' included (this run's as measured)."""
+        measured = {r.number: r for r in results}
+        states = {v: k for k, v in _STATES.items()}
+        killed = "killed: its worker stopped sending heartbeats"
+        return [measured.get(t.number) or TrialResult(
+            number=t.number, params=t.user_attrs.get("params", t.params), state=states[t.state],
+            fold_scores=t.user_attrs.get("fold_scores", []), run_id=t.user_attrs.get("run_id"),
+            reason=t.user_attrs.get("reason") if "run_id" in t.user_attrs else killed)
+            for t in self.strategy.done()]
+
+    def busy(self) -> bool:
+        """Whether another worker is still running a trial of this study."""
+        return any(t.state == TrialState.RUNNING for t in self.strategy.study.get_trials(deepcopy=False))
+
     def wait_for_others(self, evaluate: Evaluate) -> list[TrialResult]:
         """Wait until no other worker is running a trial (a dead one's trial fails by heartbeat and is
         retried here), so that the best of *every* trial is refit."""
         results: list[TrialResult] = []
+
         def more() -> bool:
-            return self.planned_trials() > 0 and not evaluate.budget.exhausted()
+            return self.strategy.planned_trials() > 0 and not evaluate.budget.exhausted()
 
         while self.busy() or more():
             if more():
-                results += self.run_search(evaluate)
+                results += self.strategy.run_search(evaluate)
                 continue
-            time.sleep(min(5.0, self.search.heartbeat / 2))
-            optuna.storages.fail_stale_trials(self.study)
+            time.sleep(min(5.0, self.strategy.search.heartbeat / 2))
+            optuna.storages.fail_stale_trials(self.strategy.study)
         return results

@@ -11,9 +11,36 @@ from collections.abc import Iterable
 from typing import Any
 
 from hpsearch.errors import ConfigError
-from hpsearch.ledger import SqlLedger, canonical
 from hpsearch.results import TrialResult
-from hpsearch.strategies.base import Evaluate, Strategy
+from hpsearch.strategies.base import Strategy
+from hpsearch.strategies.coordination import Coordination
+from hpsearch.strategies.evaluate import Evaluate
+from hpsearch.strategies.ledger import SqlLedger, canonical
+
+
+class LedgerCoordination(Coordination):
+    """A random or grid study in a fold ledger: it resumes, and remembers its MLflow study run."""
+
+    def __init__(self, ledger: SqlLedger) -> None:
+        self.ledger = ledger
+
+    def resumes(self) -> bool:
+        return self.ledger.existed
+
+    def killed_trials(self) -> list[int]:
+        return self.ledger.unfinished()
+
+    def shared_run_id(self) -> str | None:
+        return self.ledger.study_run_id()
+
+    def share_run_id(self, run_id: str | None) -> None:
+        if run_id and self.shared_run_id() is None:
+            self.ledger.set_study_run_id(run_id)
+
+    def study_results(self, results: list[TrialResult]) -> list[TrialResult]:
+        """Every ended trial in the ledger, earlier runs' included (this run's as measured)."""
+        merged = {trial.number: trial for trial in self.ledger.ended()} | {r.number: r for r in results}
+        return [merged[number] for number in sorted(merged)]
 
 
 class _LedgerStrategy(Strategy):
@@ -38,19 +65,7 @@ class _LedgerStrategy(Strategy):
         if self.search.storage is not None:
             self.ledger = SqlLedger(self.search.storage, self.study_name, self.name)
             self.ledger.open(setup)
-
-    def resumes(self) -> bool:
-        return self.ledger is not None and self.ledger.existed
-
-    def killed_trials(self) -> list[int]:
-        return self.ledger.unfinished() if self.ledger else []
-
-    def shared_run_id(self) -> str | None:
-        return self.ledger.study_run_id() if self.ledger else None
-
-    def share_run_id(self, run_id: str | None) -> None:
-        if self.ledger and run_id and self.shared_run_id() is None:
-            self.ledger.set_study_run_id(run_id)
+            self.coordination = LedgerCoordination(self.ledger)
 
     def _ended(self, number: int, params: dict[str, Any]) -> TrialResult | None:
         """The recorded result of candidate ``number``, if it ended in an earlier run."""

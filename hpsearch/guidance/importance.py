@@ -10,8 +10,8 @@ from typing import Any
 import optuna
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
 
-from hpsearch.dimensions import is_number
-from hpsearch.recorded import StudyRecord, TrialRecord
+from hpsearch.space.dimensions import is_number
+from hpsearch.tracking.recorded import StudyRecord, TrialRecord
 
 
 def spans_decade(low: float, high: float) -> bool:

@@ -1,5 +1,5 @@
-"""What MLflow holds of one study, as plain data: read by :func:`hpsearch.tracking.collect`, drawn by
-:mod:`hpsearch.report` (in another process when a study draws its own report: the record travels as JSON)."""
+"""What MLflow holds of one study, as plain data: read by :func:`hpsearch.tracking.reading.collect`, drawn by
+:mod:`hpsearch.guidance.report` (in another process when a study draws its own report: the record travels as JSON)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import json
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from hpsearch.dimensions import is_number
+from hpsearch.space.dimensions import is_number
 
 
 @dataclass

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from hpsearch.config import StudyConfig
-from hpsearch.dimensions import Categorical, Dimension, Fixed, Float, Int
+from hpsearch.config.schema import StudyConfig
+from hpsearch.space.dimensions import Categorical, Dimension, Fixed, Float, Int
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,6 @@
 """One search space, three engines: scipy distributions (random), lists (grid), ``trial.suggest_*`` (Optuna).
 
-Every value a strategy hands on has been through :func:`~hpsearch.dimensions.to_python`, so Keras
+Every value a strategy hands on has been through :func:`~hpsearch.space.dimensions.to_python`, so Keras
 never sees a numpy scalar.
 """
 
@@ -13,7 +13,7 @@ import numpy as np
 from scipy import stats
 from sklearn.model_selection import ParameterGrid, ParameterSampler
 
-from hpsearch.dimensions import Categorical, Dimension, Distribution, Fixed, Float, Int, to_python
+from hpsearch.space.dimensions import Categorical, Dimension, Distribution, Fixed, Float, Int, to_python
 
 Params = dict[str, Any]
 

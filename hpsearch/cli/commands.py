@@ -1,4 +1,4 @@
-"""The command line: parse -> call the runner -> print -> exit code (2 for the user's mistakes)."""
+"""The commands: each loads the study, calls :mod:`hpsearch.run` and prints what a user reads."""
 
 from __future__ import annotations
 
@@ -6,82 +6,23 @@ import argparse
 import math
 import os
 import shlex
-import subprocess
 import sys
-import warnings
-from pathlib import Path
 from typing import NoReturn
 
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from hpsearch.config import DEFAULT_TRACKING_URI, StudyConfig, absolute_sqlite, load_study
-from hpsearch.errors import ConfigError, HpsearchError, mask_credentials
+from hpsearch.config.loading import load_study
+from hpsearch.config.schema import DEFAULT_TRACKING_URI, StudyConfig, absolute_sqlite
+from hpsearch.errors import mask_credentials
 from hpsearch.results import StudyResult
+from hpsearch.run.workers import check_shared, handed_search_start, start_afresh, start_workers
 
 console = Console()
+
+
 err_console = Console(stderr=True)
-
-
-def _add_study_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("study", type=Path, help="the study file (YAML)")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE",
-                        help="override a field of the study file, e.g. --set search.strategy=optuna (repeatable)")
-
-
-def _cpu_list(text: str) -> list[int]:
-    """``0``, ``2,3``, ``0-3`` -> CPU numbers."""
-    cpus: set[int] = set()
-    for part in text.split(","):
-        first, dash, last = part.partition("-")
-        last = last if dash else first
-        span = range(int(first), int(last) + 1) if first.isdigit() and last.isdigit() else range(0)
-        if not span:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a list of CPU numbers such as 0 or 2,3 or 0-3")
-        cpus.update(span)
-    return sorted(cpus)
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="hpsearch", description="Tracked hyperparameter search for Keras models.")
-    commands = parser.add_subparsers(dest="command", required=True)
-    run = commands.add_parser("run", help="run a study: search, refit the best, test it, record all")
-    _add_study_arguments(run)
-    run.add_argument("--workers", type=int, default=1, help="worker processes sharing an Optuna study (default 1)")
-    run.add_argument("--offline", action="store_true",
-                     help="record in ./mlflow-offline.db without contacting the tracking server; "
-                          "`sync` copies it later")
-    sync = commands.add_parser("sync", help="copy a study recorded with run --offline to the tracking server")
-    _add_study_arguments(sync)
-    sync.add_argument("--from", dest="source", default=None, help="default: sqlite:///mlflow-offline.db (this folder)")
-    sync.add_argument("--to", dest="target", default=None,
-                      help="default: the study's tracking.uri, else $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db")
-    worker = commands.add_parser("worker", help="join a study's shared Optuna storage and run some of its trials")
-    _add_study_arguments(worker)
-    worker.add_argument("--threads", type=int, default=None,
-                        help="TensorFlow threads of this worker (default: one per CPU it may use)")
-    worker.add_argument("--cpus", type=_cpu_list, default=None, metavar="LIST",
-                        help="run only on these CPUs, e.g. 0 or 2,3 or 0-3 (default: any)")
-    _add_study_arguments(commands.add_parser("check", help="validate a study file and its data without training"))
-    lr_find = commands.add_parser("lr-find", help="the learning-rate range test on the study's model")
-    _add_study_arguments(lr_find)
-    lr_find.add_argument("--start", type=float, default=1e-5, help="first learning rate (default 1e-5)")
-    lr_find.add_argument("--end", type=float, default=10.0, help="last learning rate (default 10)")
-    lr_find.add_argument("--iterations", type=int, default=300, help="batches, the LR growing exponentially")
-    lr_find.add_argument("--out", type=Path, default=Path("."), help="folder for the plot(s) (default: here)")
-    best = commands.add_parser("best", help="print a study's best params, scores and model URIs from MLflow")
-    best.add_argument("experiment", help="the study's MLflow experiment (by default the study name)")
-    best.add_argument("--tracking-uri", default=None, help="default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db")
-    report = commands.add_parser("report", help="draw a recorded study's plots (learning curves, scores, importances)")
-    report.add_argument("experiment", help="the MLflow experiment (the study name unless tracking.experiment is set)")
-    report.add_argument("--out", type=Path, default=Path("report"), help="folder for the PNGs (default: ./report)")
-    report.add_argument("--tracking-uri", default=None, help=f"default: $MLFLOW_TRACKING_URI or {DEFAULT_TRACKING_URI}")
-    ui = commands.add_parser("ui", help="open the MLflow UI on what the runs recorded")
-    ui.add_argument("--backend-store-uri", default=DEFAULT_TRACKING_URI, help=f"default: {DEFAULT_TRACKING_URI}")
-    ui.add_argument("--port", type=int, default=5000)
-    ui.add_argument("--host", default="127.0.0.1")
-    return parser
 
 
 def _load(args: argparse.Namespace) -> tuple[StudyConfig, str]:
@@ -90,14 +31,14 @@ def _load(args: argparse.Namespace) -> tuple[StudyConfig, str]:
 
 
 def _print_advice(study: StudyConfig) -> None:
-    from hpsearch.advice import advise
+    from hpsearch.guidance.advice import advise
 
     for advice in advise(study):
         console.print(f"[yellow]advice[/yellow] {escape(str(advice))}", soft_wrap=True)
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from hpsearch.runner import plan_study, wants_auto_learning_rate
+    from hpsearch.run.plan import plan_study, wants_auto_learning_rate
 
     study, _ = _load(args)
     plan = plan_study(study)
@@ -158,48 +99,22 @@ def _ensemble_words(weights: dict[int, int]) -> str:
     return f"the ensemble of trials {members}"
 
 
-def _check_shared(study: StudyConfig) -> None:
-    if study.search.strategy != "optuna" or study.search.storage is None:
-        raise ConfigError("workers share an Optuna storage: set search.strategy: optuna and search.storage "
-                          "(sqlite:///optuna.db on one machine, postgresql://... across machines)",
-                          field="search.strategy")
-
-
-_SEARCH_STARTED = "HPSEARCH_SEARCH_STARTED"  # handed from a process to the fresh one that carries its search on
-
-
-def _search_started() -> float | None:
-    """When the search began in the process that handed it on to this one (``time.time()``); None: it begins here."""
-    handed = os.environ.pop(_SEARCH_STARTED, "")
-    try:
-        return float(handed) if handed else None
-    except ValueError:
-        return None
-
-
-def _start_workers(args: argparse.Namespace, count: int) -> list[subprocess.Popen]:
-    """``count`` worker processes on the same study, each pinned to its own share of the CPUs where it can be."""
-    from hpsearch.execution import cpu_groups, share_of_cores
-
-    command = [sys.executable, "-m", "hpsearch", "worker", str(args.study)]
-    for override in args.overrides:
-        command += ["--set", override]
-    groups = cpu_groups(count)
-    places = [["--cpus", ",".join(map(str, cpus))] for cpus in groups] if groups else \
-        [["--threads", str(share_of_cores(count))]] * count
-    return [subprocess.Popen(command + place, stdout=subprocess.DEVNULL) for place in places]
+def _start_afresh(args: argparse.Namespace, why: str, search_started: float | None) -> NoReturn:
+    console.print(f"{why}; the study goes on in a fresh process", soft_wrap=True)
+    start_afresh(args.argv, search_started)
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    from hpsearch.execution import pin_to_cpus
+    from hpsearch.evaluation.cpus import pin_to_cpus
     from hpsearch.models.backend import limit_threads
-    from hpsearch.runner import plan_study, run_study
+    from hpsearch.run.plan import plan_study
+    from hpsearch.run.study import run_study
 
-    started = _search_started()
+    started = handed_search_start()
     if args.cpus:
         pin_to_cpus(args.cpus)  # before TensorFlow starts its threads: they inherit it
     study, text = _load(args)
-    _check_shared(study)
+    check_shared(study)
     limit_threads(args.threads or (len(args.cpus) if args.cpus else None))
     plan = plan_study(study)
     result = run_study(study, text, plan=plan, worker=True, started=started)
@@ -210,27 +125,16 @@ def cmd_worker(args: argparse.Namespace) -> int:
     return 0
 
 
-def _start_afresh(args: argparse.Namespace, why: str, search_started: float | None) -> NoReturn:
-    """Replace this process (same pid) by a fresh one running the same command: the study goes on from its
-    storage (its ``search.timeout`` from ``search_started``), and the memory Keras kept from earlier trials is
-    returned."""
-    console.print(f"{why}; the study goes on in a fresh process", soft_wrap=True)
-    if search_started is not None:
-        os.environ[_SEARCH_STARTED] = repr(search_started)
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os.execv(sys.executable, [sys.executable, "-m", "hpsearch", *args.argv])
-
-
 def cmd_run(args: argparse.Namespace) -> int:
-    from hpsearch.progress import RichObserver
-    from hpsearch.runner import open_shared_study, plan_study, run_study
+    from hpsearch.cli.progress import RichObserver
+    from hpsearch.run.plan import plan_study
+    from hpsearch.run.study import open_shared_study, run_study
 
-    started = _search_started()
+    started = handed_search_start()
     study, text = _load(args)
     configured = study.tracking.resolved_uri()
     if args.offline:  # an override, so that --workers' processes record offline too
-        from hpsearch.sync import offline_uri
+        from hpsearch.tracking.sync import offline_uri
 
         args.overrides.append(f"tracking.uri={offline_uri()}")
         study, text = _load(args)
@@ -238,11 +142,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     _print_advice(study)
     recycled = study.execution.trials_per_process
     if args.workers > 1:
-        _check_shared(study)
+        check_shared(study)
         open_shared_study(plan, text)  # one study run, made before the workers look for it
         each = f", each starting afresh every {recycled} trials" if recycled else ""
         console.print(f"{args.workers} workers on study {study.name!r}{each}; waiting for them")
-        failed = [w for w in _start_workers(args, args.workers) if w.wait() != 0]
+        failed = [w for w in start_workers(args.study, args.overrides, args.workers) if w.wait() != 0]
         if failed:
             err_console.print(f"{len(failed)} worker(s) failed; finishing with the trials recorded")
     elif recycled:  # this process takes its share of trials like a worker, then starts afresh or refits
@@ -265,8 +169,10 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_lr_find(args: argparse.Namespace) -> int:
-    from hpsearch.lr_finder import check_settings, optimizers_of, plot, range_test
-    from hpsearch.runner import plan_study
+    from hpsearch.guidance.lr_finder import check_settings
+    from hpsearch.run.plan import plan_study
+    from hpsearch.run.study import range_tests
+
     check_settings(args.start, args.end, args.iterations)
     study, _ = _load(args)
     plan = plan_study(study)
@@ -278,10 +184,7 @@ def cmd_lr_find(args: argparse.Namespace) -> int:
     for column in ("optimizer", "shoots up at", "suggested (half)", "steepest descent", "plot"):
         table.add_column(column, overflow="fold")
     problems = []
-    for optimizer in optimizers_of(plan):
-        test = range_test(plan, optimizer, args.start, args.end, args.iterations)
-        path = plot(test, args.out / (f"lr_find_{optimizer}.png" if optimizer else "lr_find.png"))
-        tracker.log_range_test(study.name, test, path)
+    for optimizer, test, path in range_tests(plan, tracker, args.out, args.start, args.end, args.iterations):
         cells = [f"{v:.3g}" if v is not None else "-"
                  for v in (test.divergence_lr, test.suggested_lr, test.steepest_lr)]
         table.add_row(str(optimizer or "factory default"), *cells, str(path))
@@ -294,7 +197,7 @@ def cmd_lr_find(args: argparse.Namespace) -> int:
 
 
 def cmd_best(args: argparse.Namespace) -> int:
-    from hpsearch.tracking import latest_study_run, registry_name
+    from hpsearch.tracking.reading import latest_study_run, registry_name
 
     _, run = latest_study_run(args.experiment, args.tracking_uri)
     metrics, tags, params = run.data.metrics, run.data.tags, run.data.params
@@ -309,8 +212,8 @@ def cmd_best(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from hpsearch.report import write_report
-    from hpsearch.tracking import read_study
+    from hpsearch.guidance.report import write_report
+    from hpsearch.tracking.reading import read_study
 
     files = write_report(read_study(args.experiment, args.tracking_uri), args.out)
     for path in files:
@@ -321,7 +224,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_sync(args: argparse.Namespace) -> int:
-    from hpsearch.sync import offline_uri, sync_experiment
+    from hpsearch.tracking.sync import offline_uri, sync_experiment
 
     study = load_study(args.study, args.overrides)
     target = args.target or study.tracking.resolved_uri()
@@ -339,24 +242,3 @@ def cmd_ui(args: argparse.Namespace) -> int:
     console.print(f"MLflow UI on http://{args.host}:{args.port} (Ctrl-C to stop)")
     sys.stdout.flush()
     os.execv(sys.executable, command)  # become the UI process: stopping hpsearch stops the UI, no orphan
-
-
-COMMANDS = {"run": cmd_run, "worker": cmd_worker, "check": cmd_check, "lr-find": cmd_lr_find, "best": cmd_best,
-            "report": cmd_report, "sync": cmd_sync, "ui": cmd_ui}
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Entry point of ``hpsearch`` and ``python -m hpsearch``; returns the exit code."""
-    args = build_parser().parse_args(argv)
-    args.argv = sys.argv[1:] if argv is None else list(argv)  # a recycled worker starts itself again with these
-    if not sys.warnoptions:  # libraries' deprecation notices are not the user's concern (python -W shows them)
-        warnings.simplefilter("ignore", (FutureWarning, DeprecationWarning))
-    try:
-        return COMMANDS[args.command](args)
-    except HpsearchError as exc:
-        err_console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
-        return exc.exit_code
-    except KeyboardInterrupt:
-        err_console.print("interrupted: open MLflow runs were closed as KILLED; run the same command again "
-                          "to start over (optuna studies resume where they stopped)")
-        return 130

@@ -15,7 +15,8 @@ import numpy as np
 from sklearn.base import clone
 from sklearn.pipeline import Pipeline
 
-from hpsearch.config import StudyConfig
+from hpsearch.config.schema import StudyConfig
+from hpsearch.errors import TrialFailed
 from hpsearch.models.backend_choice import factory_uses_tensorflow, running_backend
 from hpsearch.models.estimator import assemble, make_estimator, make_preprocessor
 
@@ -24,10 +25,6 @@ if TYPE_CHECKING:
 
 Validation = tuple[np.ndarray, np.ndarray] | None
 Fitter = Callable[..., Any]  # (params, X, y, validation, seed, hook, sample_weight=None) -> fitted model
-
-
-class TrialFailed(Exception):  # noqa: N818  (reads well in a failure reason: "TrialFailed: the loss became NaN")
-    """A trial that ran but produced no usable model (e.g. its loss became NaN)."""
 
 
 def _check_history(wrapper: Any) -> None:

@@ -1,6 +1,6 @@
 """``hpsearch.SearchCV``: the study runner as a scikit-learn meta-estimator (the Python door).
 
-It runs :func:`hpsearch.runner.run_search`, the engine the CLI uses, with the same strategies and
+It runs :func:`hpsearch.run.search.run_search`, the engine the CLI uses, with the same strategies and
 the same MLflow layout; only the candidates are clones of the user's estimator (often a pipeline)
 instead of a study file's factory.
 """
@@ -22,18 +22,20 @@ from sklearn.utils import get_tags
 from sklearn.utils.metaestimators import available_if
 from sklearn.utils.validation import check_is_fitted
 
-from hpsearch.budget import Budget
-from hpsearch.config import parse_search, tracking_uri
-from hpsearch.dimensions import as_dimension
+from hpsearch.config.loading import parse_search
+from hpsearch.config.schema import tracking_uri
 from hpsearch.errors import did_you_mean
-from hpsearch.evaluation import Evaluator, Splits, make_folds
-from hpsearch.fitting import EstimatorFitter, keras_step
+from hpsearch.evaluation.budget import Budget
+from hpsearch.evaluation.evaluator import Evaluator
+from hpsearch.evaluation.fitting import EstimatorFitter, keras_step
+from hpsearch.evaluation.folds import Splits, make_folds
 from hpsearch.models.backend_choice import running_backend, use_backend
 from hpsearch.results import NoObserver, cv_results
-from hpsearch.runner import run_search
-from hpsearch.space import SearchSpace
+from hpsearch.run.search import run_search
+from hpsearch.space.dimensions import as_dimension
+from hpsearch.space.space import SearchSpace
 from hpsearch.strategies import make_strategy
-from hpsearch.tracking_base import NullTracker
+from hpsearch.tracking.base import NullTracker
 
 
 def _best_has(method: str) -> Any:
@@ -47,14 +49,73 @@ def _best_has(method: str) -> Any:
 class SearchCV(MetaEstimatorMixin, BaseEstimator):
     """Search ``space`` for ``estimator`` with random, grid or Optuna search, tracked in MLflow.
 
-    ``space`` maps parameter names (``n_hidden``, or ``step__param`` inside a pipeline) to
-    ``hpsearch.Int/Float/Categorical``, scipy distributions (``reciprocal(3e-4, 3e-2)``) or lists
-    (``np.arange(1, 100)``). ``tracking=False`` keeps everything in memory. After ``fit``:
-    ``best_params_``, ``best_score_``, ``best_estimator_`` (refit on all the data), ``cv_results_``
-    (scikit-learn's format), ``n_trials_``, ``study_`` (Optuna), ``study_run_id_`` (MLflow).
-    ``timeout`` (seconds), ``patience`` and ``min_delta`` end the search early, as ``search.*`` in study files.
-    ``backend`` checks that Keras runs on that backend (it is fixed when Keras is first imported: call
-    ``hpsearch.use_backend("jax")``, or set ``KERAS_BACKEND``, before importing hpsearch's estimators).
+    The study runner of ``hpsearch run`` as a scikit-learn meta-estimator: it fits inside pipelines,
+    ``cross_val_score`` and ``clone`` like ``RandomizedSearchCV``, and records the study like a study file does.
+
+    Parameters
+    ----------
+    estimator : estimator
+        What is searched: a scikeras wrapper (``hpsearch.KerasRegressor``, ``KerasMLPRegressor``, ...) or a
+        pipeline ending in one.
+    space : dict
+        Parameter names (``n_hidden``, or ``step__param`` inside a pipeline) mapped to
+        ``hpsearch.Int/Float/Categorical``, scipy distributions (``reciprocal(3e-4, 3e-2)``) or lists
+        (``np.arange(1, 100)``).
+    strategy : {"random", "grid", "optuna"}, default "random"
+        The chapter's ``RandomizedSearchCV``, ``GridSearchCV`` or Optuna's ask/tell with pruning.
+    n_trials : int, default 10
+        Candidates to evaluate (grid: every combination instead).
+    cv : int or cross-validation generator, default 3
+        Folds, as in scikit-learn (stratified for classifiers).
+    scoring : str, optional
+        A scikit-learn scorer name; None scores with the estimator's own ``score`` (R2 for regressors,
+        accuracy for classifiers), as scikit-learn's searches do.
+    refit : bool, default True
+        Refit the best params on all of ``X`` (``best_estimator_``).
+    experiment : str, default "hpsearch"
+        The MLflow experiment the study is recorded in.
+    tracking : bool, default True
+        False keeps everything in memory (no MLflow).
+    tracking_uri : str, optional
+        Default: ``$MLFLOW_TRACKING_URI``, else ``sqlite:///mlflow.db`` here.
+    log_models : bool, default True
+        Log every trial's fitted model with its trial run.
+    random_state : int, optional, default 42
+        Seeds the candidates and the training.
+    sampler : {"tpe", "random", "cmaes", "qmc"}, default "tpe"
+        Optuna's sampler (``strategy="optuna"``).
+    pruner : {"none", "median", "successive_halving", "hyperband"}, default "hyperband"
+        Optuna's pruner, fed the validation loss per epoch.
+    storage : str, optional
+        An Optuna storage or fold-ledger URL (``sqlite:///optuna.db``, ``postgresql://...``): a re-run resumes.
+    grid_points : int, default 3
+        Values per numeric range for ``strategy="grid"``.
+    timeout : float, optional
+        Seconds of searching; the trial running at the deadline is stopped and recorded as such.
+    patience : int, optional
+        Stop after this many finished trials without improving the best score by more than ``min_delta``.
+    min_delta : float, default 0.0
+        See ``patience``.
+    backend : {"tensorflow", "jax", "torch"}, optional
+        Checks that Keras runs on that backend. It is fixed when Keras is first imported: call
+        ``hpsearch.use_backend("jax")``, or set ``KERAS_BACKEND``, before importing hpsearch's estimators.
+
+    Attributes
+    ----------
+    best_params_ : dict
+        The best trial's params.
+    best_score_ : float
+        Its mean score over folds (greater is better).
+    best_estimator_ : estimator
+        The best params refitted on all the data (``refit=True``).
+    cv_results_ : dict
+        Every trial in scikit-learn's format (failed and pruned trials score NaN and rank last).
+    n_trials_ : int
+        Trials evaluated.
+    study_ : optuna.Study or None
+        The Optuna study (``strategy="optuna"``).
+    study_run_id_ : str or None
+        The MLflow study run (None with ``tracking=False``).
     """
 
     def __init__(self, estimator: Any, space: dict[str, Any], *, strategy: str = "random", n_trials: int = 10,
@@ -148,7 +209,7 @@ class SearchCV(MetaEstimatorMixin, BaseEstimator):
     def _tracker(self) -> Any:
         if not self.tracking:
             return NullTracker()
-        from hpsearch.tracking import MlflowTracker
+        from hpsearch.tracking.mlflow_tracker import MlflowTracker
 
         return MlflowTracker(tracking_uri(self.tracking_uri), self.experiment, self.log_models)
 

@@ -6,17 +6,16 @@ shoots up; the steepest descent of the loss is a second opinion.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
-from hpsearch.dimensions import Float
+from hpsearch.config.schema import StudyConfig
 from hpsearch.errors import ConfigError
-
-if TYPE_CHECKING:
-    from hpsearch.runner import Plan
+from hpsearch.space.dimensions import Float
 
 EXPLODE = 4.0  # the loss "shoots up" once the smoothed loss exceeds 4x its minimum
 MIN_ITERATIONS = 50
@@ -143,30 +142,26 @@ def plot(test: RangeTest, path: Path) -> Path:
     return path
 
 
-def range_test(plan: Plan, optimizer: str | None, start: float = 1e-5, end: float = 10.0,
-               iterations: int = 300) -> RangeTest:
-    """Train the study's model (fixed params, the space's defaults, ``optimizer``) under the schedule."""
+def range_test(new_estimator: Callable[[dict[str, Any]], Any], params: dict[str, Any], X: Any, y: Any,
+               scale: str, seed: int, start: float = 1e-5, end: float = 10.0, iterations: int = 300) -> RangeTest:
+    """Train ``new_estimator(params)`` (``params`` without a learning rate) under the schedule, on ``X`` scaled
+    the study's way (``data.scale``)."""
     from hpsearch.models.backend import fresh_session
     from hpsearch.models.estimator import make_preprocessor
     from hpsearch.models.lr_range import record_range
 
     check_settings(start, end, iterations)
-    params = {k: v for k, v in plan.space.defaults().items() if k != "learning_rate"}
-    if optimizer is not None:
-        params["optimizer"] = optimizer
-    fresh_session(plan.study.seed)
-    X, y = plan.data.X_train, plan.data.y_train
-    preprocessor = make_preprocessor(plan.study.data.scale)
+    fresh_session(seed)
+    preprocessor = make_preprocessor(scale)
     if preprocessor is not None:
         X = preprocessor.fit_transform(X)
-    estimator = plan.fitter.new_estimator(params)
-    lrs, losses = record_range(estimator, X, y, start, end, iterations, exploded)
-    return analyse(lrs, losses, optimizer)
+    lrs, losses = record_range(new_estimator(params), X, y, start, end, iterations, exploded)
+    return analyse(lrs, losses, params.get("optimizer"))
 
 
-def optimizers_of(plan: Plan) -> list[Any]:
+def optimizers_of(study: StudyConfig) -> list[Any]:
     """The optimizers to test: each searched one, else the fixed one (None: the factory's default)."""
-    searched = plan.study.search.space.get("optimizer")
+    searched = study.search.space.get("optimizer")
     if searched is not None and hasattr(searched, "choices"):
         return list(searched.choices)
-    return [plan.study.model.params.get("optimizer", getattr(searched, "value", None))]
+    return [study.model.params.get("optimizer", getattr(searched, "value", None))]

@@ -1,7 +1,7 @@
 """A study's report: PNG plots of what MLflow recorded (the layout is in :mod:`hpsearch.tracking`).
 
-:func:`write_report` draws a :class:`~hpsearch.recorded.StudyRecord` (read from MLflow by
-:func:`hpsearch.tracking.collect`) on matplotlib's Agg canvas (no pyplot, no Keras, no MLflow) and skips each
+:func:`write_report` draws a :class:`~hpsearch.tracking.recorded.StudyRecord` (read from MLflow by
+:func:`hpsearch.tracking.reading.collect`) on matplotlib's Agg canvas (no pyplot, no Keras, no MLflow) and skips each
 plot the record cannot support, e.g. the score plots when no trial finished.
 """
 
@@ -24,9 +24,9 @@ from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from hpsearch.dimensions import is_number
-from hpsearch.importance import optuna_study, param_importances, param_names, spans_decade
-from hpsearch.recorded import StudyRecord, TrialRecord
+from hpsearch.guidance.importance import optuna_study, param_importances, param_names, spans_decade
+from hpsearch.space.dimensions import is_number
+from hpsearch.tracking.recorded import StudyRecord, TrialRecord
 
 MAX_CURVE_PANELS = 12
 
@@ -184,11 +184,8 @@ def _write_interactive(record: StudyRecord, path: Path) -> bool:
     return True
 
 
-def write_report(record: StudyRecord, folder: Path, importances: dict[str, float] | None = None) -> list[Path]:
-    """Write the report's PNGs (and ``interactive.html`` where plotly is installed); returns the files written.
-
-    ``importances``: :func:`~hpsearch.importance.param_importances` of ``record`` when already computed.
-    """
+def write_report(record: StudyRecord, folder: Path) -> list[Path]:
+    """Write the report's PNGs (and ``interactive.html`` where plotly is installed); returns the files written."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     figures = {
@@ -197,8 +194,7 @@ def write_report(record: StudyRecord, folder: Path, importances: dict[str, float
         "score_vs_depth_width.png": _score_vs(record, ["n_hidden", "n_neurons"], "score vs depth and width"),
         "optimization_history.png": _optimization_history(record),
         "parallel_coordinates.png": _parallel_coordinates(record),
-        "param_importance.png": _importance_plot(record, param_importances(record) if importances is None
-                                                  else importances),
+        "param_importance.png": _importance_plot(record, param_importances(record)),
     }
     written = []
     for name, fig in figures.items():
@@ -211,9 +207,9 @@ def write_report(record: StudyRecord, folder: Path, importances: dict[str, float
 
 
 def report_process_main() -> int:
-    """``python -m hpsearch.report``: the tracker's report process, started while the best model is refitted.
+    """``python -m hpsearch.guidance.report``: the tracker's report process, started while the best model is refitted.
 
-    Its imports run first; then it reads one JSON line ``{"folder", "record", "importances"}`` from stdin (EOF:
+    Its imports run first; then it reads one JSON line ``{"folder", "record"}`` from stdin (EOF:
     the study ended without a report) and draws the record (:meth:`StudyRecord.to_dict`) into the folder, which
     the tracker attaches to the study run. A failure is one line on stderr and exit code 1.
     """
@@ -222,7 +218,7 @@ def report_process_main() -> int:
         return 0
     try:
         request = json.loads(line)
-        write_report(StudyRecord.from_dict(request["record"]), Path(request["folder"]), request["importances"])
+        write_report(StudyRecord.from_dict(request["record"]), Path(request["folder"]))
     except Exception as exc:  # reported by the tracker as a warning: the study is recorded already
         print(f"{type(exc).__name__}: {exc}".splitlines()[0], file=sys.stderr)
         return 1

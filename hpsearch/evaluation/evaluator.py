@@ -1,8 +1,7 @@
 """Evaluate one candidate: fit it on every fold (or the holdout split), score it, track it.
 
 This is the "tuner" half of KerasTuner's oracle/tuner split: strategies only propose params and
-hear back :class:`~hpsearch.results.TrialResult` objects (scikit-learn's ``evaluate_candidates``).
-"""
+hear back :class:`~hpsearch.results.TrialResult` objects (scikit-learn's ``evaluate_candidates``)."""
 
 from __future__ import annotations
 
@@ -13,65 +12,16 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 import cloudpickle
-import numpy as np
 from sklearn.metrics import get_scorer
-from sklearn.model_selection import check_cv
-from sklearn.utils import _safe_indexing
-from sklearn.utils.multiclass import type_of_target
 
-from hpsearch.budget import STOPPED_AT_DEADLINE, Budget
-from hpsearch.errors import DataError, TrackingError
-from hpsearch.execution import Executor
-from hpsearch.fitting import Fitter, TrialFailed
+from hpsearch.errors import TrackingError, TrialFailed
+from hpsearch.evaluation.budget import STOPPED_AT_DEADLINE, Budget
+from hpsearch.evaluation.execution import Executor
+from hpsearch.evaluation.fitting import Fitter
+from hpsearch.evaluation.folds import Splits
 from hpsearch.models.backend_choice import intended_backend, join_backend
 from hpsearch.results import FoldLedger, FoldResult, PruningReporter, TrialObserver, TrialResult
-
-DEFAULT_SCORING = {"regression": "neg_mean_squared_error", "binary": "accuracy",
-                   "multiclass": "accuracy", "multilabel": "accuracy"}
-
-
-@dataclass
-class Splits:
-    """Where candidates train and are scored: CV folds over (X, y), or (no folds) the holdout set.
-
-    ``X_valid``/``y_valid`` is the holdout scoring set, and with folds the early-stopping set.
-    ``sample_weight`` (one weight per row of X) weighs the training rows of every fold.
-    """
-
-    X: Any
-    y: Any
-    folds: list[tuple[np.ndarray, np.ndarray]] = field(default_factory=list)
-    X_valid: Any = None
-    y_valid: Any = None
-    sample_weight: Any = None
-
-    @property
-    def n_folds(self) -> int:
-        return max(len(self.folds), 1)
-
-    def fold(self, k: int) -> tuple[Any, ...]:
-        """(X_fit, y_fit, weights_fit, X_score, y_score, validation) of fold ``k``."""
-        if not self.folds:
-            return self.X, self.y, self.sample_weight, self.X_valid, self.y_valid, (self.X_valid, self.y_valid)
-        train, test = self.folds[k]
-        X_test, y_test = _safe_indexing(self.X, test), _safe_indexing(self.y, test)
-        validation = (self.X_valid, self.y_valid) if self.X_valid is not None else (X_test, y_test)
-        weights = None if self.sample_weight is None else _safe_indexing(self.sample_weight, train)
-        return _safe_indexing(self.X, train), _safe_indexing(self.y, train), weights, X_test, y_test, validation
-
-
-def make_folds(X: Any, y: Any, cv: Any, classifier: bool) -> list[tuple[np.ndarray, np.ndarray]]:
-    """CV folds (stratified for classifiers), refusing data too small for them."""
-    n_rows = len(y)
-    n_splits = cv if isinstance(cv, int) else getattr(cv, "n_splits", 2)
-    if n_rows < n_splits:
-        raise DataError(f"search.cv={n_splits} folds but there are only {n_rows} training rows")
-    if classifier and isinstance(cv, int) and type_of_target(y) in ("binary", "multiclass"):
-        smallest = int(np.unique(np.asarray(y), return_counts=True)[1].min())
-        if smallest < cv:
-            raise DataError(f"search.cv={cv} folds but the rarest class has only {smallest} training rows; "
-                            "lower search.cv or use a holdout split (search.cv: null)")
-    return list(check_cv(cv, y, classifier=classifier).split(X, y))
+from hpsearch.tracking.layout import fold_prefix, resumed_folds
 
 
 @dataclass
@@ -179,7 +129,7 @@ def run_fold_task(task: FoldTask) -> FoldOutcome:
 class Evaluator:
     """Fits, scores and records candidates; never raises for a failing candidate.
 
-    ``executor`` (see :mod:`hpsearch.execution`) runs :meth:`many`'s folds in other processes or on a
+    ``executor`` (see :mod:`hpsearch.evaluation.execution`) runs :meth:`many`'s folds in other processes or on a
     Dask cluster; without one, everything runs here with live curves and progress.
     """
 
@@ -214,7 +164,7 @@ class Evaluator:
         if ledger:
             ledger.start_trial(number, params)
         if known:
-            run.set_tags({"hpsearch.resumed_folds": ",".join(str(k) for k in sorted(known))})
+            run.set_tags(resumed_folds(list(known)))
         self.observer.trial_started(number, self.splits.n_folds, self.epochs)
         started, first_model = time.perf_counter(), None
         for fold in range(self.splits.n_folds):
@@ -302,9 +252,9 @@ class Evaluator:
         run = self.tracker.start_trial(number, params)
         resumed = sorted(set(folds) - {o.result.fold for o in outcomes if o.result})
         if resumed:
-            run.set_tags({"hpsearch.resumed_folds": ",".join(str(k) for k in resumed)})
+            run.set_tags(resumed_folds(resumed))
         for outcome in sorted(outcomes, key=lambda o: o.result.fold if o.result else -1):
-            prefix = f"fold{outcome.result.fold}/" if self.splits.folds and outcome.result else ""
+            prefix = fold_prefix(outcome.result.fold, bool(self.splits.folds)) if outcome.result else ""
             for epoch, logs in outcome.curves:
                 run.log_metrics({prefix + k: v for k, v in logs.items()}, step=epoch)
         model = next((o.model for o in outcomes if o.model is not None), None)
@@ -324,7 +274,7 @@ class _CurveHook:
 
     def __init__(self, evaluator: Evaluator, run: Any, fold: int, reporter: PruningReporter | None) -> None:
         self.evaluator, self.run, self.fold, self.reporter = evaluator, run, fold, reporter
-        self.prefix = f"fold{fold}/" if evaluator.splits.folds else ""
+        self.prefix = fold_prefix(fold, bool(evaluator.splits.folds))
         self.epochs, self.pruned, self.stopped, self.result = 0, False, False, None
 
     def __call__(self, epoch: int, logs: dict[str, float]) -> bool:

@@ -18,9 +18,10 @@ from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 
-from hpsearch.config import absolute_sqlite
+from hpsearch.config.schema import absolute_sqlite
 from hpsearch.errors import TrackingError, mask_credentials
-from hpsearch.tracking import MlflowTracker, experiment_named
+from hpsearch.tracking.mlflow_tracker import MlflowTracker
+from hpsearch.tracking.reading import client_at, experiment_named
 
 OFFLINE_URI = "sqlite:///mlflow-offline.db"
 SYNCED_FROM = "hpsearch.synced_from"
@@ -58,7 +59,7 @@ def _source(uri: str, experiment: str) -> tuple[MlflowClient, str]:
     if urlsplit(uri).scheme == "sqlite" and not Path(uri.removeprefix("sqlite:///")).is_file():
         raise TrackingError(f"no offline store at {mask_credentials(uri)}: record a study there first with "
                             "`hpsearch run --offline STUDY` (in this folder), or name the store with --from")
-    client = MlflowClient(uri)
+    client = client_at(uri)
     return client, experiment_named(client, experiment).experiment_id
 
 

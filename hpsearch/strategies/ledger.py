@@ -17,7 +17,7 @@ from typing import Any
 from sqlalchemy import Column, Integer, MetaData, String, Table, Text, create_engine, select
 from sqlalchemy.engine import Engine
 
-from hpsearch.config import absolute_sqlite
+from hpsearch.config.schema import absolute_sqlite
 from hpsearch.errors import ConfigError, TrackingError, mask_credentials
 from hpsearch.results import FoldResult, TrialResult
 
@@ -96,6 +96,13 @@ class SqlLedger:
         if row is None or row.state == "running":
             return None
         return TrialResult(**json.loads(row.record))
+
+    def ended(self) -> list[TrialResult]:
+        """Every ended trial of this search (finished, pruned or failed), by number."""
+        with self.engine.connect() as db:
+            records = db.execute(select(_TRIALS.c.record).where(
+                (_TRIALS.c.study == self.key) & (_TRIALS.c.state != "running")).order_by(_TRIALS.c.number)).scalars()
+            return [TrialResult(**json.loads(record)) for record in records]
 
     def unfinished(self) -> list[int]:
         """Trials that started and never ended: their process was killed mid-trial."""

@@ -2,16 +2,11 @@
 
 The split follows "Hands-On Machine Learning" ch. 10: ``train_test_split`` into train_full/test, then
 ``train_test_split`` of train_full into train/valid, both with ``random_state=seed`` (stratified for
-binary/multiclass). Scaling is not done here: it belongs in the model pipeline, fitted on train.
-"""
+binary/multiclass). Scaling is not done here: it belongs in the model pipeline, fitted on train."""
 
 from __future__ import annotations
 
 import hashlib
-import os
-import socket
-import threading
-from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -21,20 +16,21 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import train_test_split
 
+from hpsearch.data.builtin import BUILTIN_DATASETS, RawData, resolved_path
 from hpsearch.errors import DataError, did_you_mean
 
 if TYPE_CHECKING:
-    from sklearn.utils import Bunch
 
-    from hpsearch.config import DataConfig
+    from hpsearch.config.schema import DataConfig
+
 
 Task = Literal["regression", "binary", "multiclass", "multilabel"]
+
+
 MIN_ROWS = 10
+
+
 MAX_CLASSES = 20
-CAL_HOUSING_COLUMNS = ("longitude", "latitude", "housing_median_age", "total_rooms", "total_bedrooms",
-                       "population", "households", "median_income", "median_house_value")
-FASHION_FILES = ("train-labels-idx1-ubyte.gz", "train-images-idx3-ubyte.gz",
-                 "t10k-labels-idx1-ubyte.gz", "t10k-images-idx3-ubyte.gz")
 
 
 @dataclass(frozen=True)
@@ -63,18 +59,6 @@ class Dataset:
         return {"n_train": len(self.X_train), "n_valid": 0 if self.X_valid is None else len(self.X_valid),
                 "n_test": len(self.X_test), "n_features": list(self.X_train.shape[1:]), "task": self.task,
                 "sha256": digest.hexdigest()}
-
-
-@dataclass
-class _Raw:
-    """What a loader returns: unsplit arrays, their names, where they came from, an optional fixed test set."""
-
-    X: np.ndarray
-    y: np.ndarray
-    feature_names: tuple[str, ...]
-    target_names: tuple[str, ...]
-    source: str
-    test: tuple[np.ndarray, np.ndarray] | None = None
 
 
 def _is_numeric(y: np.ndarray) -> bool:
@@ -151,7 +135,7 @@ def load_dataset(cfg: DataConfig, seed: int) -> Dataset:
                    feature_names=raw.feature_names, target_names=raw.target_names)
 
 
-def _checked(X: np.ndarray, y: np.ndarray, raw: _Raw, where: str) -> tuple[np.ndarray, np.ndarray]:
+def _checked(X: np.ndarray, y: np.ndarray, raw: RawData, where: str) -> tuple[np.ndarray, np.ndarray]:
     """Shapes agree, features are numeric, no NaN/inf anywhere; (n, 1) targets become (n,)."""
     X, y = np.asarray(X), np.asarray(y)
     if y.ndim == 2 and y.shape[1] == 1:
@@ -176,7 +160,7 @@ def _checked(X: np.ndarray, y: np.ndarray, raw: _Raw, where: str) -> tuple[np.nd
     return X, y
 
 
-def _check_task(y: np.ndarray, task: Task | None, raw: _Raw, where: str) -> Task:
+def _check_task(y: np.ndarray, task: Task | None, raw: RawData, where: str) -> Task:
     """Refuse constant targets and single classes, infer the task if not given, check a given one fits."""
     if y.ndim == 1 and len(np.unique(y)) < 2:
         what = "has a single class" if task in ("binary", "multiclass") or not _is_numeric(y) else "is constant"
@@ -210,7 +194,7 @@ def _finish_target(y: np.ndarray, task: Task) -> np.ndarray:
     return y
 
 
-def _split(X: np.ndarray, y: np.ndarray, size: float, seed: int, stratify: bool, raw: _Raw, field: str) -> list:
+def _split(X: np.ndarray, y: np.ndarray, size: float, seed: int, stratify: bool, raw: RawData, field: str) -> list:
     try:
         return train_test_split(X, y, test_size=size, random_state=seed, stratify=y if stratify else None)
     except ValueError as exc:
@@ -222,7 +206,7 @@ def _split(X: np.ndarray, y: np.ndarray, size: float, seed: int, stratify: bool,
                         f"drop or merge rare classes, or change {field}.") from exc
 
 
-def _load_raw(cfg: DataConfig) -> _Raw:
+def _load_raw(cfg: DataConfig) -> RawData:
     if cfg.dataset is None:
         return _load_file(Path(cfg.path), cfg)
     loader = BUILTIN_DATASETS.get(cfg.dataset)
@@ -233,18 +217,8 @@ def _load_raw(cfg: DataConfig) -> _Raw:
     return loader(cfg)
 
 
-def _resolved(path: Path | str, field: str = "data.path") -> Path:
-    """The absolute path, refusing names no file can have (a NUL byte, too long, ...)."""
-    try:
-        resolved = Path(path).expanduser().resolve()
-        resolved.is_file()  # raises for names the OS refuses
-    except (OSError, ValueError) as exc:
-        raise DataError(f"{field}: {str(path)[:200]!r} cannot be a file name ({exc}).") from None
-    return resolved
-
-
-def _load_file(path: Path, cfg: DataConfig) -> _Raw:
-    path = _resolved(path)
+def _load_file(path: Path, cfg: DataConfig) -> RawData:
+    path = resolved_path(path)
     if not path.is_file():
         raise DataError(f"data file {path} does not exist. Check data.path (relative paths are resolved "
                         f"from the current directory, {Path.cwd()}).")
@@ -269,7 +243,7 @@ def _require_columns(wanted: list[str], columns: list[str], source: str, field: 
                             f"Columns: {', '.join(columns)}.")
 
 
-def _from_frame(frame: pd.DataFrame, cfg: DataConfig, source: str) -> _Raw:
+def _from_frame(frame: pd.DataFrame, cfg: DataConfig, source: str) -> RawData:
     columns = [str(c) for c in frame.columns]
     frame.columns = columns
     if frame.empty:
@@ -297,10 +271,10 @@ def _from_frame(frame: pd.DataFrame, cfg: DataConfig, source: str) -> _Raw:
     else:
         raise DataError(f"target columns {', '.join(targets)} in {source} must all be numeric when there are several.")
     X = frame[features].to_numpy(dtype=np.float64, na_value=np.nan)
-    return _Raw(X, y, tuple(features), tuple(targets), source)
+    return RawData(X, y, tuple(features), tuple(targets), source)
 
 
-def _from_npz(path: Path, cfg: DataConfig) -> _Raw:
+def _from_npz(path: Path, cfg: DataConfig) -> RawData:
     if cfg.target is not None or cfg.features is not None:
         raise DataError(f"data.target and data.features apply to csv/parquet files; {path} gives X and y directly.")
     with np.load(path, allow_pickle=False) as npz:
@@ -313,114 +287,4 @@ def _from_npz(path: Path, cfg: DataConfig) -> _Raw:
         test = (npz["X_test"], npz["y_test"]) if "X_test" in keys else None
     names = tuple(f"x{i}" for i in range(X.shape[1])) if X.ndim == 2 else (x_key,)
     targets = tuple(f"y{i}" for i in range(y.shape[1])) if y.ndim == 2 and y.shape[1] > 1 else ("y",)
-    return _Raw(X, y, names, targets, str(path), test)
-
-
-def _sklearn_bundled(name: str, cfg: DataConfig) -> _Raw:
-    from sklearn import datasets
-
-    bunch = getattr(datasets, f"load_{name}")()
-    return _Raw(bunch.data, bunch.target, tuple(map(str, bunch.feature_names)), ("target",), name)
-
-
-def _online(host: str, timeout: float = 3.0) -> bool:
-    """Whether ``host:443`` answers within ``timeout`` (DNS included); False at once if HPSEARCH_OFFLINE=1."""
-    if os.environ.get("HPSEARCH_OFFLINE", "").lower() in ("1", "true", "yes"):
-        return False
-    answered: list[bool] = []
-
-    def probe() -> None:
-        try:
-            socket.create_connection((host, 443), timeout=timeout).close()
-            answered.append(True)
-        except OSError:
-            pass
-
-    thread = threading.Thread(target=probe, daemon=True)  # a thread, because DNS ignores the socket timeout
-    thread.start()
-    thread.join(timeout)
-    return bool(answered)
-
-
-def _california_housing(cfg: DataConfig) -> _Raw:
-    from sklearn.datasets import fetch_california_housing, get_data_home
-
-    data_dir = os.environ.get("HPSEARCH_DATA_DIR")
-    candidates = [cfg.path, data_dir and Path(data_dir) / "cal_housing.csv", Path("data/cal_housing.csv")]
-    tried = [_resolved(p, "data.path" if p == cfg.path else "$HPSEARCH_DATA_DIR") for p in candidates if p]
-    for path in tried:
-        if path.is_file():
-            return _from_cal_housing_csv(path)
-    tried.append(f"{Path(get_data_home()) / 'cal_housing_py3.pkz'} (scikit-learn's cache)")
-    try:
-        bunch = fetch_california_housing(download_if_missing=False)
-    except OSError:
-        bunch = _download_california_housing(tried)
-    return _Raw(bunch.data, bunch.target, tuple(bunch.feature_names), ("MedHouseVal",), "california_housing")
-
-
-def _download_california_housing(tried: list[Path | str]) -> Bunch:
-    """scikit-learn's downloader, tried only when the host answers; else a DataError listing ``tried``."""
-    from sklearn.datasets import fetch_california_housing
-
-    reason = "no network"
-    if _online("ndownloader.figshare.com"):
-        try:
-            return fetch_california_housing()
-        except Exception as exc:  # urllib, HTTP and archive errors all mean the same here
-            reason = f"the download failed: {exc}"
-    raise DataError(f"california_housing was not found ({', '.join(map(str, tried))}) and could not be "
-                    f"downloaded ({reason}). Place the raw StatLib cal_housing.csv, with header "
-                    f"{','.join(CAL_HOUSING_COLUMNS)}, at one of those paths (or point data.path or "
-                    "$HPSEARCH_DATA_DIR at it).")
-
-
-def _from_cal_housing_csv(path: Path) -> _Raw:
-    """Derive scikit-learn's 8 features (same names and order) and target from the raw StatLib file."""
-    raw = pd.read_csv(path)
-    missing = [c for c in CAL_HOUSING_COLUMNS if c not in raw.columns]
-    if missing:
-        raise DataError(f"{path} is not the raw StatLib cal_housing.csv: columns {', '.join(missing)} are missing; "
-                        f"the header must be {','.join(CAL_HOUSING_COLUMNS)}.")
-    households = raw["households"]
-    features = pd.DataFrame({
-        "MedInc": raw["median_income"], "HouseAge": raw["housing_median_age"],
-        "AveRooms": raw["total_rooms"] / households, "AveBedrms": raw["total_bedrooms"] / households,
-        "Population": raw["population"], "AveOccup": raw["population"] / households,
-        "Latitude": raw["latitude"], "Longitude": raw["longitude"],
-    })
-    y = (raw["median_house_value"] / 100_000).to_numpy(dtype=np.float64)
-    return _Raw(features.to_numpy(dtype=np.float64), y, tuple(features.columns), ("MedHouseVal",), str(path))
-
-
-def _keras_datasets_dir() -> Path:
-    """Keras's download cache as Keras computes it: $KERAS_HOME, else ~/.keras (/tmp/.keras if ~ is read-only)."""
-    if os.environ.get("KERAS_HOME"):
-        return Path(os.environ["KERAS_HOME"]) / "datasets"
-    base = Path.home() if os.access(Path.home(), os.W_OK) else Path("/tmp")
-    return base / ".keras" / "datasets"
-
-
-def _fashion_mnist(cfg: DataConfig) -> _Raw:
-    folder = _keras_datasets_dir() / "fashion-mnist"
-    if not all((folder / name).is_file() for name in FASHION_FILES) and not _online("storage.googleapis.com"):
-        raise DataError(f"fashion_mnist is not in the Keras cache {folder} and there is no network to download "
-                        f"it. Place {', '.join(FASHION_FILES)} in that folder (or set $KERAS_HOME).")
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    import keras
-
-    try:
-        (X, y), (X_test, y_test) = keras.datasets.fashion_mnist.load_data()
-    except Exception as exc:  # keras raises bare Exceptions for failed downloads, ValueError for bad files
-        raise DataError(f"cannot load fashion_mnist from {folder}: {exc}. Delete that folder's files to "
-                        "download them again, or place the four original files there.") from exc
-    scale = np.float32(255)
-    return _Raw(X / scale, y.astype(np.int64), ("pixels",), ("label",), "fashion_mnist",
-                test=(X_test / scale, y_test.astype(np.int64)))
-
-
-BUILTIN_DATASETS: dict[str, Callable[[DataConfig], _Raw]] = {
-    **{name: partial(_sklearn_bundled, name) for name in ("iris", "wine", "breast_cancer", "digits", "diabetes")},
-    "california_housing": _california_housing,
-    "fashion_mnist": _fashion_mnist,
-}
+    return RawData(X, y, names, targets, str(path), test)

@@ -1,0 +1,99 @@
+"""Retrying MLflow calls: transient failures (server down, restarting, overloaded) are tried again with
+backoff within a budget per operation (``$HPSEARCH_TRACKING_RETRY_SECONDS``), then raise
+:class:`~hpsearch.errors.TrackingUnavailable`."""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import re
+import time
+from collections.abc import Callable
+from typing import Any
+
+from mlflow.exceptions import MlflowException
+
+from hpsearch.errors import ConfigError, TrackingUnavailable, mask_credentials, mask_credentials_in_text
+
+_log = logging.getLogger(__name__)
+
+_MAX_DELAY = 15.0  # between two tries of a failed tracking call
+
+
+_TRANSIENT_CODES = {"INTERNAL_ERROR", "TEMPORARILY_UNAVAILABLE", "REQUEST_LIMIT_EXCEEDED"}
+
+
+RETRY_SECONDS_VAR = "HPSEARCH_TRACKING_RETRY_SECONDS"
+
+
+DEFAULT_RETRY_SECONDS = 120.0
+
+
+def _transient(exc: Exception) -> bool:
+    """A failure worth retrying: the server is down, restarting, overloaded or slow."""
+    if isinstance(exc, MlflowException):
+        return exc.error_code in _TRANSIENT_CODES
+    import requests
+
+    return isinstance(exc, (requests.RequestException, ConnectionError, TimeoutError))
+
+
+class Retry:
+    """Retries transient tracking failures with exponential backoff, for at most ``seconds`` per operation.
+
+    After one operation gave up, the next ones try once each (no waiting) until one succeeds: a server
+    that is gone costs the study one retry budget, not one per call.
+    """
+
+    def __init__(self, uri: str, seconds: float) -> None:
+        self.uri, self.seconds = mask_credentials(uri), seconds
+        self.healthy, self._down_since = True, None
+
+    def __call__(self, what: str, operation: Callable[[], Any], wait: bool = True) -> Any:
+        deadline = time.monotonic() + (self.seconds if wait and self.healthy else 0.0)
+        delay = 1.0
+        while True:
+            try:
+                value = operation()
+            except Exception as exc:
+                if not _transient(exc):
+                    raise
+                if self._down_since is None:
+                    self._down_since = time.monotonic()
+                    _log.warning("hpsearch: MLflow at %s does not answer (%s); retrying for up to %g s",
+                                 self.uri, short_error(exc), self.seconds)
+                if time.monotonic() + delay > deadline:
+                    self.healthy = False
+                    raise TrackingUnavailable(f"{what}: {short_error(exc)}") from None
+                time.sleep(delay)
+                delay = min(2 * delay, _MAX_DELAY)
+                continue
+            if self._down_since is not None:
+                _log.warning("hpsearch: MLflow at %s answers again (after %.0f s)", self.uri,
+                             time.monotonic() - self._down_since)
+            self.healthy, self._down_since = True, None
+            return value
+
+
+def short_error(exc: Exception) -> str:
+    """``NewConnectionError on /api/2.0/mlflow/runs/log-batch`` rather than urllib3's paragraph."""
+    text = exc.message if isinstance(exc, MlflowException) else str(exc)
+    cause, endpoint = re.search(r"Caused by (\w+)", text), re.search(r"(/api/[\w./-]+)", text)
+    if cause:
+        return f"{cause.group(1)} on {endpoint.group(1)}" if endpoint else cause.group(1)
+    return mask_credentials_in_text(text.splitlines()[0] if text else type(exc).__name__)[:300]
+
+
+def retry_budget() -> float:
+    """The retry budget of one tracking operation: ``$HPSEARCH_TRACKING_RETRY_SECONDS``, else 120 s."""
+    text = os.environ.get(RETRY_SECONDS_VAR, "").strip()
+    if not text:
+        return DEFAULT_RETRY_SECONDS
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value < math.inf:
+        raise ConfigError(f"{RETRY_SECONDS_VAR}={text!r}: expected a number of seconds >= 0")
+    return value

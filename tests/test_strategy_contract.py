@@ -1,0 +1,153 @@
+"""The strategy contract, run over every strategy (random, grid, optuna) with and without a storage.
+
+A fake evaluator scores candidates with a formula (no Keras): what is checked is what the runner relies on.
+A new strategy is tested by adding its name to STRATEGIES.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+import pytest
+
+from hpsearch.config.loading import parse_search
+from hpsearch.evaluation.budget import Budget
+from hpsearch.results import FoldResult, TrialResult
+from hpsearch.space.dimensions import Categorical, Float, Int
+from hpsearch.space.space import SearchSpace
+from hpsearch.strategies import make_strategy
+
+STRATEGIES = ["random", "grid", "optuna"]
+SPACE = {"n_neurons": Int(1, 64), "learning_rate": Float(1e-4, 1e-1, log=True),
+         "activation": Categorical(["relu", "selu"])}
+SETUP = {"data.sha256": "fake", "seed": 7}
+
+
+class FakeEvaluate:
+    """Scores a candidate by a formula; fails every ``fail_every``-th call; records folds in a ledger."""
+
+    def __init__(self, budget: Budget | None = None, fail_every: int = 0) -> None:
+        self.budget = budget or Budget()
+        self.budget.start()
+        self.fail_every, self.calls = fail_every, []
+
+    def __call__(self, params, number, reporter=None, ledger=None) -> TrialResult:
+        self.calls.append(number)
+        result = TrialResult(number=number, params=params)
+        if ledger:
+            ledger.start_trial(number, params)
+        if self.fail_every and len(self.calls) % self.fail_every == 0:
+            result.state, result.reason = "failed", "ValueError: a failing candidate"
+        else:
+            score = -(math.log10(params["learning_rate"]) + 2) ** 2 - (params["n_neurons"] - 30) ** 2 / 1000
+            for step in range(1, 4):
+                if reporter is not None and reporter.should_prune(score - 1 / step, step):
+                    result.state, result.reason = "pruned", f"pruned at epoch {step} of fold 0"
+                    break
+            else:
+                result.fold_scores, result.fold_epochs = [score], [3]
+                if ledger:
+                    ledger.record_fold(number, FoldResult(0, score, 3, 0.01, 0.001))
+        if ledger:
+            ledger.end_trial(result)
+        self.budget.record(result)
+        return result
+
+    def many(self, candidates, ledger=None) -> list[TrialResult]:
+        results = []
+        for number, params in candidates:
+            if self.budget.exhausted():
+                break
+            results.append(self(params, number, None, ledger))
+        return results
+
+
+def strategy(kind: str, storage: str | None, n_trials: int = 6, seed: int = 7):
+    search = parse_search({"strategy": kind, "n_trials": n_trials, "storage": storage, "grid_points": 2,
+                           "pruner": "none"})
+    made = make_strategy(search, SearchSpace(SPACE), seed, "contract")
+    made.prepare(SETUP)
+    return made
+
+
+@pytest.fixture(params=[None, "sqlite"], ids=["in-memory", "stored"])
+def storage(request, tmp_path):
+    return None if request.param is None else f"sqlite:///{tmp_path / 'storage.db'}"
+
+
+@pytest.mark.parametrize("kind", STRATEGIES)
+def test_a_search_evaluates_each_planned_candidate_once_with_values_keras_takes(kind, storage):
+    searching = strategy(kind, storage)
+    planned = searching.planned_trials()
+    evaluate = FakeEvaluate()
+    results = searching.run_search(evaluate)
+    assert len(results) == planned == len(set(evaluate.calls)) == len(evaluate.calls)
+    assert sorted(r.number for r in results) == list(range(planned))
+    for result in results:
+        assert type(result.params["n_neurons"]) is int and 1 <= result.params["n_neurons"] <= 64
+        assert type(result.params["learning_rate"]) is float and 1e-4 <= result.params["learning_rate"] <= 1e-1
+        assert result.params["activation"] in ("relu", "selu")
+
+
+@pytest.mark.parametrize("kind", STRATEGIES)
+def test_failing_candidates_are_results_and_the_search_goes_on(kind, storage):
+    searching = strategy(kind, storage)
+    planned = searching.planned_trials()
+    results = searching.run_search(FakeEvaluate(fail_every=2))
+    assert len(results) == planned
+    assert {r.state for r in results} == {"finished", "failed"}
+
+
+@pytest.mark.parametrize("kind", STRATEGIES)
+def test_an_exhausted_budget_starts_no_trial(kind, storage):
+    past = Budget(timeout=1.0, since=time.time() - 10)
+    assert strategy(kind, storage).run_search(FakeEvaluate(past)) == []
+
+
+@pytest.mark.parametrize("kind", STRATEGIES)
+def test_the_same_seed_proposes_the_same_candidates(kind, tmp_path):
+    first = strategy(kind, None).run_search(FakeEvaluate())
+    second = strategy(kind, None).run_search(FakeEvaluate())
+    assert [r.params for r in first] == [r.params for r in second]
+
+
+@pytest.mark.parametrize("kind", STRATEGIES)
+def test_a_stored_study_resumes_without_evaluating_anything_again(kind, tmp_path):
+    stored = f"sqlite:///{tmp_path / 'storage.db'}"
+    first = strategy(kind, stored)
+    assert not first.coordination.resumes() or kind == "optuna"  # Optuna resumes any stored study
+    done = first.run_search(FakeEvaluate())
+    again = strategy(kind, stored)
+    evaluate = FakeEvaluate()
+    assert again.coordination.resumes()
+    assert again.planned_trials() == 0
+    again.run_search(evaluate)
+    assert evaluate.calls == []
+    every = again.coordination.study_results([])
+    assert sorted(r.number for r in every) == sorted(r.number for r in done)
+    assert {r.number: r.score for r in every} == pytest.approx({r.number: r.score for r in done})
+
+
+@pytest.mark.parametrize("kind", STRATEGIES)
+def test_the_shared_study_run_is_remembered_only_where_there_is_a_storage(kind, storage):
+    first = strategy(kind, storage)
+    first.coordination.share_run_id("run-of-the-study")
+    joining = strategy(kind, storage)
+    assert joining.coordination.shared_run_id() == ("run-of-the-study" if storage else None)
+    assert joining.coordination.killed_trials() == []
+    assert not joining.coordination.busy()
+
+
+@pytest.mark.parametrize("kind", STRATEGIES)
+def test_a_worker_quota_or_a_resume_never_runs_more_than_n_trials(kind, tmp_path):
+    stored = f"sqlite:///{tmp_path / 'storage.db'}"
+    first = strategy(kind, stored)
+    first.quota = 2
+    first_results = first.run_search(FakeEvaluate())
+    rest = strategy(kind, stored)
+    rest_results = rest.run_search(FakeEvaluate())
+    planned = strategy(kind, None).planned_trials()
+    numbers = [r.number for r in first_results] + [r.number for r in rest_results if r.number not in
+                                                    {f.number for f in first_results}]
+    assert sorted(numbers) == list(range(planned))
