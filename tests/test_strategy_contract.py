@@ -151,3 +151,20 @@ def test_a_worker_quota_or_a_resume_never_runs_more_than_n_trials(kind, tmp_path
     numbers = [r.number for r in first_results] + [r.number for r in rest_results if r.number not in
                                                     {f.number for f in first_results}]
     assert sorted(numbers) == list(range(planned))
+
+
+def test_two_optuna_workers_that_both_saw_one_trial_left_run_n_trials_not_more(tmp_path, monkeypatch):
+    """The race of two workers on a shared study: each saw one trial left and asked Optuna for one. The later
+    trial is not run: it is recorded as a surplus FAIL that counts nowhere (no trial, no killed trial)."""
+    stored = f"sqlite:///{tmp_path / 'storage.db'}"
+    first = strategy("optuna", stored, n_trials=2)
+    first.run_search(FakeEvaluate())
+    other = strategy("optuna", stored, n_trials=2)
+    monkeypatch.setattr(type(other), "planned_trials", lambda self: 1)  # its check ran before the last trial began
+    evaluate = FakeEvaluate()
+    assert other.run_search(evaluate) == [] and evaluate.calls == []
+    assert len(other.study.trials) == 3 and other.study.trials[-1].state.name == "FAIL"
+    monkeypatch.undo()
+    assert other.planned_trials() == 0
+    assert sorted(r.number for r in other.coordination.study_results([])) == [0, 1]
+    assert other.coordination.killed_trials() == []

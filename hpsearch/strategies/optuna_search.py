@@ -13,7 +13,7 @@ import optuna
 from optuna.trial import TrialState
 
 from hpsearch.config.schema import absolute_sqlite
-from hpsearch.errors import ConfigError, TrackingError, mask_credentials
+from hpsearch.errors import ConfigError, InternalSignal, TrackingError, mask_credentials
 from hpsearch.results import TrialResult
 from hpsearch.strategies.base import Strategy
 from hpsearch.strategies.coordination import Coordination
@@ -21,7 +21,12 @@ from hpsearch.strategies.evaluate import Evaluate
 
 _STATES = {"finished": TrialState.COMPLETE, "pruned": TrialState.PRUNED, "failed": TrialState.FAIL}
 _DONE = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+_SURPLUS = "hpsearch_surplus"  # user attr of a trial started after the study already held n_trials
 _RUN_WAIT = 60.0  # seconds a joining worker waits for the study's creator to open the MLflow study run
+
+
+class _Surplus(InternalSignal):  # noqa: N818  (a signal inside run_search, never raised to the caller)
+    """This worker's new trial came after the study already held n_trials: it is not run."""
 
 
 class _Reporter:
@@ -104,21 +109,25 @@ class OptunaStrategy(Strategy):
             optuna.storages.fail_stale_trials(self.study)
         self.coordination = OptunaCoordination(self)
 
-    def _retried(self, trials: list[optuna.trial.FrozenTrial]) -> set[int]:
+    def _trials(self) -> list[optuna.trial.FrozenTrial]:
+        """The study's trials, less those that do not count: a killed trial that was retried, and a surplus one."""
+        trials = self.study.get_trials(deepcopy=False)
         numbers = (optuna.storages.RetryHeartbeatStaleTrialCallback.retried_trial_number(t) for t in trials)
-        return {n for n in numbers if n is not None}
+        retried = {n for n in numbers if n is not None}
+        return [t for t in trials if t.number not in retried and not t.user_attrs.get(_SURPLUS)]
 
     def done(self) -> list[optuna.trial.FrozenTrial]:
-        trials = self.study.get_trials(deepcopy=False)
-        retried = self._retried(trials)
-        return [t for t in trials if t.state in _DONE and t.number not in retried]
+        return [t for t in self._trials() if t.state in _DONE]
 
     def _claimed(self) -> tuple[int, bool]:
         """(trials done or running, in any worker; whether a retry is waiting to run)."""
-        trials = self.study.get_trials(deepcopy=False)
-        retried = self._retried(trials)
-        counted = [t for t in trials if t.number not in retried and t.state != TrialState.WAITING]
-        return len(counted), any(t.state == TrialState.WAITING for t in trials)
+        trials = self._trials()
+        return sum(t.state != TrialState.WAITING for t in trials), any(t.state == TrialState.WAITING for t in trials)
+
+    def _surplus(self, number: int) -> bool:
+        """Whether trial ``number`` came after n_trials others: two workers that each saw one trial left both
+        started one."""
+        return sum(t.number < number and t.state != TrialState.WAITING for t in self._trials()) >= self.search.n_trials
 
     def planned_trials(self) -> int:
         """Trials still to run: n_trials minus those the storage already holds (once prepared)."""
@@ -132,6 +141,9 @@ class OptunaStrategy(Strategy):
         results: list[TrialResult] = []
 
         def objective(trial: optuna.Trial) -> float:
+            if self._surplus(trial.number):
+                trial.set_user_attr(_SURPLUS, True)
+                raise _Surplus
             params = self.space.suggest(trial)
             result = evaluate(params, trial.number, _Reporter(trial))
             for key, value in (("params", params), ("fold_scores", result.fold_scores),
@@ -144,7 +156,10 @@ class OptunaStrategy(Strategy):
 
         while (self.planned_trials() > 0 and (self.quota is None or len(results) < self.quota)
                and not evaluate.budget.exhausted()):
-            self.study.optimize(objective, n_trials=1)
+            try:
+                self.study.optimize(objective, n_trials=1)
+            except _Surplus:  # recorded as FAIL (tagged surplus, counted nowhere): the study holds n_trials
+                break
         return results
 
 
@@ -160,7 +175,7 @@ class OptunaCoordination(Coordination):
     def killed_trials(self) -> list[int]:
         """Trials whose worker died mid-trial (failed by the heartbeat, never reported back)."""
         return [t.number for t in self.strategy.study.get_trials(deepcopy=False)
-                if t.state == TrialState.FAIL and "run_id" not in t.user_attrs]
+                if t.state == TrialState.FAIL and "run_id" not in t.user_attrs and not t.user_attrs.get(_SURPLUS)]
 
     def shared_run_id(self) -> str | None:
         """The MLflow study run every worker of this study records into.
