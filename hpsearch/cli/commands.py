@@ -20,8 +20,6 @@ from hpsearch.results import StudyResult
 from hpsearch.run.workers import check_shared, handed_search_start, start_afresh, start_workers
 
 console = Console()
-
-
 err_console = Console(stderr=True)
 
 

@@ -15,8 +15,6 @@ from hpsearch.config.schema import SearchConfig, StudyConfig, short_repr
 from hpsearch.errors import ConfigError, did_you_mean
 
 MAX_DEPTH = 40  # nesting levels a study document may have
-
-
 MAX_VALUES = 100_000  # values a study document may hold once its YAML aliases are expanded
 
 

@@ -17,23 +17,13 @@ from hpsearch.errors import did_you_mean
 from hpsearch.space.dimensions import Categorical, Dimension, Fixed, Float, Int, parse_dimension
 
 Task = Literal["regression", "binary", "multiclass", "multilabel"]
-
-
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
-
-
 DEFAULT_OPTUNA_STORAGE = "sqlite:///optuna.db"
-
-
 # Parameters the scikeras wrapper consumes itself; everything else goes to the model factory.
 WRAPPER_PARAMS = frozenset({"batch_size", "epochs", "shuffle", "class_weight"})
-
-
 # The builtin mlp's hidden layers may hold at most this many weights (model.max_params): a study that could
 # build a bigger one (n_neurons: 1000000 with n_hidden: 50) is refused before anything is allocated.
 DEFAULT_MAX_PARAMS = 100_000_000
-
-
 # The builtin mlp's defaults, the chapter's: one place for build_mlp, KerasMLPRegressor/Classifier and the
 # max_params check (a study that does not search or fix one of these gets this value).
 MLP_DEFAULTS = {"n_hidden": 1, "n_neurons": 30, "activation": "relu", "optimizer": "sgd", "learning_rate": 3e-3}

@@ -20,8 +20,6 @@ from hpsearch.errors import DataError
 
 CAL_HOUSING_COLUMNS = ("longitude", "latitude", "housing_median_age", "total_rooms", "total_bedrooms",
                        "population", "households", "median_income", "median_house_value")
-
-
 FASHION_FILES = ("train-labels-idx1-ubyte.gz", "train-images-idx3-ubyte.gz",
                  "t10k-labels-idx1-ubyte.gz", "t10k-images-idx3-ubyte.gz")
 

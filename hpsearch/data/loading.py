@@ -10,26 +10,16 @@ import hashlib
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import pandas as pd
 from sklearn.model_selection import train_test_split
 
+from hpsearch.config.schema import DataConfig, Task
 from hpsearch.data.builtin import BUILTIN_DATASETS, RawData, resolved_path
 from hpsearch.errors import DataError, did_you_mean
 
-if TYPE_CHECKING:
-
-    from hpsearch.config.schema import DataConfig
-
-
-Task = Literal["regression", "binary", "multiclass", "multilabel"]
-
-
 MIN_ROWS = 10
-
-
 MAX_CLASSES = 20
 
 

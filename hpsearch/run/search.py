@@ -20,11 +20,7 @@ from hpsearch.strategies.base import Strategy
 from hpsearch.tracking.base import Tracker
 
 _log = logging.getLogger(__name__)
-
-
 REFIT_TRIES = 3  # seeds tried for the best params' refit before the study fails (training is random)
-
-
 Refit = Callable[[dict[str, Any], int], Any]  # (params, seed offset) -> the model fitted on all the training data
 
 

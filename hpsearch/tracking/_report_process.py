@@ -8,8 +8,6 @@ import subprocess
 from pathlib import Path
 
 _REPORT_SECONDS = 600.0
-
-
 # ``python -m hpsearch.guidance.report`` at a lower CPU priority (os.nice: POSIX only)
 REPORT_PROCESS = ("import os, runpy; hasattr(os, 'nice') and os.nice(10); "
                    "runpy.run_module('hpsearch.guidance.report', run_name='__main__', alter_sys=True)")

@@ -19,14 +19,8 @@ from hpsearch.errors import ConfigError, TrackingUnavailable, mask_credentials, 
 _log = logging.getLogger(__name__)
 
 _MAX_DELAY = 15.0  # between two tries of a failed tracking call
-
-
 _TRANSIENT_CODES = {"INTERNAL_ERROR", "TEMPORARILY_UNAVAILABLE", "REQUEST_LIMIT_EXCEEDED"}
-
-
 RETRY_SECONDS_VAR = "HPSEARCH_TRACKING_RETRY_SECONDS"
-
-
 DEFAULT_RETRY_SECONDS = 120.0
 
 

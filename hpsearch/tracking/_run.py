@@ -32,15 +32,9 @@ from hpsearch.tracking._retry import Retry, short_error
 _log = logging.getLogger(__name__)
 
 PACKAGES = ("hpsearch", "tensorflow", "keras", "scikeras", "scikit-learn", "optuna", "mlflow", "numpy", "scipy")
-
-
 # Every request costs the server ~3-10 ms of CPU, taken from training when both share the machine.
 _FLUSH_SECONDS = 5.0
-
-
 _MAX_FLUSH_BACKOFF = 60.0  # a failed curve upload is tried again after 10, 20, ... at most 60 s
-
-
 _MAX_BATCH, _MAX_BATCH_PARAMS, _MAX_BATCH_TAGS = 1000, 100, 100  # MLflow's log_batch limits
 
 
