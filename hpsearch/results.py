@@ -72,6 +72,7 @@ class StudyResult:
     trials: list[TrialResult]
     scoring: str
     test_score: float | None = None
+    test_metrics: dict[str, float] = field(default_factory=dict)  # test_mse, test_accuracy, ...
     study_run_id: str | None = None
     experiment_id: str | None = None
     tracking_uri: str | None = None
@@ -98,6 +99,24 @@ class StudyResult:
         kinds = [re.sub(r"\d+(\.\d+)?(e[-+]?\d+)?", "N", reason) for reason in reasons]
         per_kind = Counter(kinds)
         return Counter(reason if per_kind[kind] == 1 else kind for reason, kind in zip(reasons, kinds))
+
+    def trials_table(self) -> dict[str, list[Any]]:
+        """Every trial as one row (number, state, score, std, epochs, duration, reason, then each param)."""
+        names = sorted({name for trial in self.trials for name in trial.params})
+        table: dict[str, list[Any]] = {column: [] for column in (
+            "trial", "state", "score", "score_std", "epochs", "duration_s", "reason", *names)}
+        for trial in sorted(self.trials, key=lambda t: t.number):
+            values = [trial.number, trial.state, trial.score, trial.score_std, max(trial.fold_epochs, default=0),
+                      round(trial.duration_s, 3), trial.reason or ""]
+            values += [_cell(trial.params.get(name)) for name in names]
+            for column, value in zip(table, values):
+                table[column].append(value)
+        return table
+
+
+def _cell(value: Any) -> Any:
+    """A param as a table cell: numbers and text as they are, anything else as text."""
+    return value if value is None or isinstance(value, (bool, int, float, str)) else str(value)
 
 
 class TrialObserver(Protocol):

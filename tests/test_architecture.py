@@ -27,7 +27,8 @@ ADAPTERS = {
     "scikeras": {"models.wrappers"},
     "keras": {"models.backend", "models._patches", "data.builtin"},  # data: only Keras' own Fashion-MNIST loader
     "tensorflow": {"models.backend", "models._patches"},
-    "mlflow": {"tracking.mlflow_tracker", "tracking._run", "tracking._retry", "tracking.reading", "tracking.sync"},
+    "mlflow": {"tracking.mlflow_tracker", "tracking._run", "tracking._retry", "tracking.reading", "tracking.registry",
+               "tracking.sync"},
 }
 MAX_LINES = 400
 

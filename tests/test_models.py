@@ -182,3 +182,19 @@ def test_a_factorys_own_steps_per_execution_wins():
 
     reg = KerasRegressor(compiled_with_eight, epochs=1, verbose=0, steps_per_execution=32).fit(X, y.astype("float32"))
     assert reg.model_.steps_per_execution == 8
+
+
+def test_the_delivered_model_is_scored_under_the_names_users_look_for():
+    from sklearn.datasets import load_breast_cancer, load_diabetes, load_iris
+    from sklearn.linear_model import LinearRegression, LogisticRegression
+
+    from hpsearch.evaluation.metrics import named_metrics
+
+    X, y = load_diabetes(return_X_y=True)
+    regression = named_metrics(LinearRegression().fit(X, y), X, y)
+    assert set(regression) == {"test_mse", "test_rmse", "test_mae", "test_r2"}
+    assert regression["test_rmse"] == pytest.approx(regression["test_mse"] ** 0.5)
+    for X, y in (load_breast_cancer(return_X_y=True), load_iris(return_X_y=True)):  # binary, then multiclass
+        found = named_metrics(LogisticRegression(max_iter=5000).fit(X, y), X, y, prefix="val_")
+        assert set(found) == {"val_accuracy", "val_f1", "val_log_loss", "val_roc_auc"}
+        assert 0.9 < found["val_accuracy"] <= 1 and 0.9 < found["val_roc_auc"] <= 1

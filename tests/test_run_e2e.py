@@ -54,6 +54,12 @@ def test_study_against_real_mlflow_server(mlflow_server, workdir):
             for metric in ("loss", "val_loss", "accuracy", "val_accuracy"):
                 history = client.get_metric_history(run.info.run_id, f"fold{fold}/{metric}")
                 assert [m.step for m in history] == list(range(epochs))
+        # under Keras' own name, the mean over the folds that reached each epoch: one chart overlays every trial
+        folds = [{m.step: m.value for m in client.get_metric_history(run.info.run_id, f"fold{k}/val_loss")}
+                 for k in range(len(trial.fold_epochs))]
+        mean = {m.step: m.value for m in client.get_metric_history(run.info.run_id, "val_loss")}
+        assert sorted(mean) == list(range(max(trial.fold_epochs)))
+        assert mean == pytest.approx({step: np.mean([f[step] for f in folds if step in f]) for step in mean})
         assert run.data.metrics["score"] == pytest.approx(trial.score)
         assert run.data.metrics["epochs"] == max(trial.fold_epochs)
 
@@ -73,11 +79,18 @@ def test_study_against_real_mlflow_server(mlflow_server, workdir):
     best = result.best
     assert study_run.data.metrics["best_score"] == pytest.approx(best.score)
     assert study_run.data.metrics["test_score"] == pytest.approx(result.test_score)
+    # the test result by the names users look for (a classifier: accuracy, F1, log loss, ROC AUC)
+    assert study_run.data.metrics["test_accuracy"] == pytest.approx(result.test_score)  # its scorer is accuracy
+    assert {"test_f1", "test_log_loss", "test_roc_auc"} <= set(study_run.data.metrics)
     assert study_run.data.tags["hpsearch.best_run_id"] == best.run_id
     assert study_run.data.params["strategy"] == "random"
     assert "tensorflow" in "".join(study_run.data.tags)
     artifacts = {a.path for a in client.list_artifacts(study_run.info.run_id)}
-    assert {"study.yaml", "model"} <= artifacts
+    assert {"study.yaml", "model", "trials.json"} <= artifacts
+    mlflow.set_experiment(experiment_id=study_run.info.experiment_id)
+    table = mlflow.load_table("trials.json", run_ids=[study_run.info.run_id])  # MLflow's own table of the trials
+    assert sorted(table["trial"]) == sorted(t.number for t in result.trials)
+    assert {"state", "score", "epochs", "duration_s", "n_neurons"} <= set(table.columns)
     loaded = mlflow.sklearn.load_model(f"runs:/{study_run.info.run_id}/model")
     np.testing.assert_array_equal(loaded.predict(data.X_test), result.best_estimator.predict(data.X_test))
     # registered as <study>-best with the alias champion; float64 input works on the float32-trained model
@@ -96,11 +109,16 @@ def test_cli_strategies_on_embedded_store(workdir, strategy, capsys):
                      search__space={"n_neurons": {"int": [4, 8]}, "learning_rate": 0.003})
     path = write_study(workdir, raw)
     assert main(["run", str(path), "--set", f"search.strategy={strategy}"]) == 0
-    out = capsys.readouterr().out
-    assert "best trials" in out and "hpsearch ui" in out
+    out = " ".join(capsys.readouterr().out.split())
+    experiment = MlflowClient(local_store()).get_experiment_by_name(f"cli-{strategy}")
+    # the UI's model-training mode, on the experiment MLflow 3 tags as model development
+    address = f"http://127.0.0.1:5000/#/experiments/{experiment.experiment_id}/runs?workflowType=machine_learning"
+    assert "best trials" in out and f"open the UI: hpsearch ui, then {address}" in out
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
     assert main(["best", f"cli-{strategy}"]) == 0
     out = capsys.readouterr().out
     assert "best_score" in out and "test_score" in out and f"models:/cli-{strategy}-best@champion" in out
+    assert f"/#/experiments/{experiment.experiment_id}/runs/" in out and "workflowType=machine_learning" in out
 
     client = MlflowClient(local_store())
     study_run, trials = study_runs(client, f"cli-{strategy}")

@@ -18,9 +18,11 @@ from hpsearch.config.schema import DEFAULT_TRACKING_URI, StudyConfig, absolute_s
 from hpsearch.errors import mask_credentials
 from hpsearch.results import StudyResult
 from hpsearch.run.workers import check_shared, handed_search_start, start_afresh, start_workers
+from hpsearch.tracking.layout import ui_address
 
 console = Console()
 err_console = Console(stderr=True)
+_LOCAL_UI = "http://127.0.0.1:5000"  # where `hpsearch ui` serves by default
 
 
 def _load(args: argparse.Namespace) -> tuple[StudyConfig, str]:
@@ -52,9 +54,13 @@ def cmd_check(args: argparse.Namespace) -> int:
     return 0
 
 
-def _ui_command(uri: str) -> str:
+def _ui_words(uri: str, experiment_id: str | None, run_id: str | None = None) -> str:
+    """How to see a study in the MLflow UI: its address on a server, else the ``hpsearch ui`` command and then
+    the address (the UI's model-training mode, where runs, charts and models are)."""
+    if uri.startswith("http"):
+        return ui_address(uri, experiment_id, run_id)
     suffix = "" if uri == absolute_sqlite(DEFAULT_TRACKING_URI) else f" --backend-store-uri {shlex.quote(uri)}"
-    return "hpsearch ui" + suffix if not uri.startswith("http") else f"open {uri} in a browser"
+    return f"hpsearch ui{suffix}, then {ui_address(_LOCAL_UI, experiment_id, run_id)}"
 
 
 def _print_best_trials(result: StudyResult) -> None:
@@ -89,7 +95,7 @@ def _print_summary(result: StudyResult) -> None:
                   soft_wrap=True)
     if result.best_estimator is not None:
         console.print(f"best model: runs:/{result.study_run_id}/model", soft_wrap=True)
-    console.print(f"open the UI: {_ui_command(uri)}", soft_wrap=True)
+    console.print(f"open the UI: {_ui_words(uri, result.experiment_id)}", soft_wrap=True, highlight=False)
 
 
 def _ensemble_words(weights: dict[int, int]) -> str:
@@ -195,9 +201,10 @@ def cmd_lr_find(args: argparse.Namespace) -> int:
 
 
 def cmd_best(args: argparse.Namespace) -> int:
-    from hpsearch.tracking.reading import latest_study_run, registry_name
+    from hpsearch.tracking.reading import latest_study_run
+    from hpsearch.tracking.registry import registry_name
 
-    _, run = latest_study_run(args.experiment, args.tracking_uri)
+    client, run = latest_study_run(args.experiment, args.tracking_uri)
     metrics, tags, params = run.data.metrics, run.data.tags, run.data.params
     console.print(f"study {run.info.run_name!r} (run {run.info.run_id}), scoring {params.get('scoring')}")
     console.print(f"best params: {tags.get('hpsearch.best_params')}", highlight=False, soft_wrap=True)
@@ -206,6 +213,8 @@ def cmd_best(args: argparse.Namespace) -> int:
             console.print(f"{key}: {metrics[key]:.6g}")
     console.print(f"model: runs:/{run.info.run_id}/model", soft_wrap=True)
     console.print(f"registered: models:/{registry_name(run.info.run_name)}@champion", soft_wrap=True)
+    where = _ui_words(mask_credentials(client.tracking_uri), run.info.experiment_id, run.info.run_id)
+    console.print(f"in the UI: {where}", soft_wrap=True, highlight=False)
     return 0
 
 
@@ -237,6 +246,6 @@ def cmd_sync(args: argparse.Namespace) -> int:
 def cmd_ui(args: argparse.Namespace) -> int:
     command = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", args.backend_store_uri,
                "--host", args.host, "--port", str(args.port)]
-    console.print(f"MLflow UI on http://{args.host}:{args.port} (Ctrl-C to stop)")
+    console.print(f"MLflow UI on {ui_address(f'http://{args.host}:{args.port}')} (Ctrl-C to stop)", highlight=False)
     sys.stdout.flush()
     os.execv(sys.executable, command)  # become the UI process: stopping hpsearch stops the UI, no orphan

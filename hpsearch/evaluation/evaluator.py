@@ -166,12 +166,13 @@ class Evaluator:
         if known:
             run.set_tags(resumed_folds(list(known)))
         self.observer.trial_started(number, self.splits.n_folds, self.epochs)
-        started, first_model = time.perf_counter(), None
+        started, first_model, hooks = time.perf_counter(), None, []
         for fold in range(self.splits.n_folds):
             if fold in known:
                 _add_fold(result, known[fold])
                 continue
             hook = _CurveHook(self, run, fold, reporter)
+            hooks.append(hook)
             try:
                 model, pruned = fit_fold(self._task(params, number, fold), hook, self._scorer)
             except TrackingError:  # the storage failed while the trial reported its progress: not the candidate
@@ -189,6 +190,8 @@ class Evaluator:
             if ledger:  # a failing storage is not the candidate's failure: its TrackingError stops the study
                 ledger.record_fold(number, hook.result)
         result.duration_s = time.perf_counter() - started
+        if self.splits.folds:
+            _log_mean_curves(run, [hook.curves for hook in hooks])
         self._end(run, result, first_model, ledger)
         return result
 
@@ -257,9 +260,23 @@ class Evaluator:
             prefix = fold_prefix(outcome.result.fold, bool(self.splits.folds)) if outcome.result else ""
             for epoch, logs in outcome.curves:
                 run.log_metrics({prefix + k: v for k, v in logs.items()}, step=epoch)
+        if self.splits.folds:
+            _log_mean_curves(run, [outcome.curves for outcome in outcomes])
         model = next((o.model for o in outcomes if o.model is not None), None)
         self._end(run, result, None if errors else model, ledger)
         return result
+
+
+def _log_mean_curves(run: Any, per_fold: list[list[tuple[int, dict[str, float]]]]) -> None:
+    """Under cross-validation: each curve's mean over the folds that reached the epoch, under Keras' own name, so
+    that MLflow's charts overlay every trial's ``val_loss`` (the ``fold<k>/`` curves stay as they are)."""
+    values: dict[int, dict[str, list[float]]] = {}
+    for curves in per_fold:
+        for epoch, logs in curves:
+            for name, value in logs.items():
+                values.setdefault(epoch, {}).setdefault(name, []).append(value)
+    for epoch in sorted(values):
+        run.log_metrics({name: sum(seen) / len(seen) for name, seen in values[epoch].items()}, step=epoch)
 
 
 def _add_fold(result: TrialResult, fold: FoldResult) -> None:
@@ -276,9 +293,11 @@ class _CurveHook:
         self.evaluator, self.run, self.fold, self.reporter = evaluator, run, fold, reporter
         self.prefix = fold_prefix(fold, bool(evaluator.splits.folds))
         self.epochs, self.pruned, self.stopped, self.result = 0, False, False, None
+        self.curves: list[tuple[int, dict[str, float]]] = []  # for the mean over folds
 
     def __call__(self, epoch: int, logs: dict[str, float]) -> bool:
         self.epochs = epoch + 1
+        self.curves.append((epoch, dict(logs)))
         self.run.log_metrics({self.prefix + k: v for k, v in logs.items()}, step=epoch)
         self.evaluator.observer.epoch_ended(self.fold, epoch, logs)
         if self.evaluator.budget.past_deadline():

@@ -14,6 +14,7 @@ from typing import Any
 
 from hpsearch.errors import RefitFailed, TrialFailed, mask_credentials
 from hpsearch.evaluation.evaluator import Evaluator
+from hpsearch.evaluation.metrics import named_metrics
 from hpsearch.models.ensemble import select_ensemble
 from hpsearch.results import NoObserver, StudyResult, TrialObserver
 from hpsearch.strategies.base import Strategy
@@ -65,6 +66,7 @@ def run_search(name: str, strategy: Strategy, evaluator: Evaluator, tracker: Tra
                     result.final_valid_score = evaluator.score(result.best_estimator, *validation)
                 if test is not None:
                     result.test_score = evaluator.score(result.best_estimator, *test)
+                    result.test_metrics = named_metrics(result.best_estimator, *test)
     except BaseException as exc:  # Ctrl-C or a bug: close the MLflow runs, never leave them RUNNING
         interrupted = isinstance(exc, KeyboardInterrupt)
         tracker.abort("interrupted (Ctrl-C)" if interrupted else f"{type(exc).__name__}: {exc}",

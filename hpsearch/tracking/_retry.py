@@ -24,7 +24,7 @@ RETRY_SECONDS_VAR = "HPSEARCH_TRACKING_RETRY_SECONDS"
 DEFAULT_RETRY_SECONDS = 120.0
 
 
-def _transient(exc: Exception) -> bool:
+def transient(exc: Exception) -> bool:
     """A failure worth retrying: the server is down, restarting, overloaded or slow."""
     if isinstance(exc, MlflowException):
         return exc.error_code in _TRANSIENT_CODES
@@ -51,7 +51,7 @@ class Retry:
             try:
                 value = operation()
             except Exception as exc:
-                if not _transient(exc):
+                if not transient(exc):
                     raise
                 if self._down_since is None:
                     self._down_since = time.monotonic()

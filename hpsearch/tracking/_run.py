@@ -27,7 +27,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
 
 from hpsearch.errors import TrackingUnavailable
-from hpsearch.tracking._retry import Retry, short_error
+from hpsearch.tracking._retry import Retry, short_error, transient
 
 _log = logging.getLogger(__name__)
 
@@ -220,3 +220,13 @@ def warm_model_saving() -> None:
     # only a head start: whatever goes wrong here goes wrong again, and is reported, where a trial's model is saved
     with contextlib.suppress(Exception), tempfile.TemporaryDirectory(prefix="hpsearch-warm-") as folder:
         save_model(DummyRegressor().fit([[0.0]], [0.0]), Path(folder) / "model")
+
+
+def log_table(client: MlflowClient, run_id: str, table: dict[str, list[Any]], name: str = "trials.json") -> None:
+    """``table`` as the run's MLflow table ``name``; a store that takes no tables gets a warning, not a failure."""
+    try:
+        client.log_table(run_id, table, name)
+    except MlflowException as exc:
+        if transient(exc):
+            raise
+        _log.warning("hpsearch: the table %s was not recorded (%s)", name, short_error(exc))

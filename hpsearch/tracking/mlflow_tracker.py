@@ -33,10 +33,11 @@ from hpsearch.errors import TrackingError, TrackingUnavailable, mask_credentials
 from hpsearch.results import StudyResult, TrialResult
 from hpsearch.tracking._report_process import REPORT_PROCESS, child_env, draw_report
 from hpsearch.tracking._retry import Retry, retry_budget, short_error
-from hpsearch.tracking._run import BufferedRun, package_versions, save_model, warm_model_saving
+from hpsearch.tracking._run import BufferedRun, log_table, package_versions, save_model, warm_model_saving
 from hpsearch.tracking._settings import quiet_mlflow
-from hpsearch.tracking.layout import STATUS, fold_prefix
-from hpsearch.tracking.reading import collect, registry_name
+from hpsearch.tracking.layout import EXPERIMENT_TAGS, STATUS, fold_prefix
+from hpsearch.tracking.reading import collect
+from hpsearch.tracking.registry import register_champion, registry_name
 
 _log = logging.getLogger(__name__)
 
@@ -92,11 +93,14 @@ class MlflowTracker:
         if found is not None:
             if found.lifecycle_stage == "deleted":
                 self.client.restore_experiment(found.experiment_id)
+            for key, value in EXPERIMENT_TAGS.items():
+                if key not in found.tags:  # an experiment from before hpsearch tagged them
+                    self.client.set_experiment_tag(found.experiment_id, key, value)
             return found.experiment_id
         location = None
         if urlsplit(self.tracking_uri).scheme in ("sqlite", "", "file"):
             location = (Path.cwd() / "mlartifacts").as_uri()
-        return self.client.create_experiment(self.experiment_name, artifact_location=location)
+        return self.client.create_experiment(self.experiment_name, artifact_location=location, tags=EXPERIMENT_TAGS)
 
     def _unavailable(self, exc: Exception) -> TrackingError:
         detail = exc.message if isinstance(exc, MlflowException) else str(exc)
@@ -298,16 +302,18 @@ class MlflowTracker:
             study.set_tags({"hpsearch.best_trial": best.number, "hpsearch.best_run_id": best.run_id or "",
                             "hpsearch.best_params": json.dumps(best.params, default=str)})
         if result.test_score is not None:
-            study.log_metrics({"test_score": result.test_score})
+            study.log_metrics({"test_score": result.test_score, **result.test_metrics})
         if result.final_valid_score is not None:
             study.log_metrics({"final_valid_score": result.final_valid_score})
         if extra:
             study.set_tags({f"hpsearch.{k}": v for k, v in extra.items()})
         try:
+            if result.trials:  # one table of every trial (MLflow's artifact view shows it as a table)
+                self._retry("the trials table", lambda: log_table(self.client, study.run_id, result.trials_table()))
             if result.best_estimator is not None:
                 study.finish(result.best_estimator)
-                self._retry("registering the best model", lambda: self._register(registry_name(result.name),
-                                                                                  study.run_id))
+                self._retry("registering the best model", lambda: register_champion(
+                    self.client, registry_name(result.name), study.run_id))
             study.finish(status=status)
         except TrackingUnavailable:
             self._report_unsent(result)
@@ -324,16 +330,6 @@ class MlflowTracker:
             saved = f"; the refit best model is saved in {folder}"
         _log.warning("hpsearch: MLflow at %s stopped answering; not recorded there: %s. The scores printed below "
                      "are complete%s", mask_credentials(self.tracking_uri), ", ".join(missed), saved)
-
-    def _register(self, name: str, run_id: str) -> None:
-        """A new version of ``name`` from the study run's model, with the alias ``champion``."""
-        try:
-            self.client.create_registered_model(name, tags={"hpsearch.role": "best"})
-        except MlflowException as exc:
-            if exc.error_code != "RESOURCE_ALREADY_EXISTS":
-                raise
-        version = self.client.create_model_version(name, source=f"runs:/{run_id}/model", run_id=run_id)
-        self.client.set_registered_model_alias(name, "champion", version.version)
 
     def close_killed_trials(self, numbers: list[int]) -> None:
         """Trial runs left RUNNING by a killed worker end as KILLED, with the reason."""

@@ -24,11 +24,6 @@ def client_at(uri: str) -> MlflowClient:
     return MlflowClient(uri)
 
 
-def registry_name(study_name: str) -> str:
-    """The registered-model name of a study's best model (alias ``champion``)."""
-    return f"{study_name}-best"
-
-
 def experiment_named(client: MlflowClient, name: str) -> Any:
     """The MLflow experiment ``name`` at the client's store; :class:`TrackingError` where there is none."""
     found = client.get_experiment_by_name(name)

@@ -22,6 +22,7 @@ from hpsearch.config.schema import absolute_sqlite
 from hpsearch.errors import TrackingError, mask_credentials
 from hpsearch.tracking.mlflow_tracker import MlflowTracker
 from hpsearch.tracking.reading import client_at, experiment_named
+from hpsearch.tracking.registry import ensure_registered_model
 
 OFFLINE_URI = "sqlite:///mlflow-offline.db"
 SYNCED_FROM = "hpsearch.synced_from"
@@ -138,11 +139,7 @@ def _copy_versions(source: MlflowClient, target: MlflowClient, ids: dict[str, st
         for version in source.search_model_versions(f"run_id = '{source_id}'"):
             if version.name in known:
                 continue
-            try:
-                target.create_registered_model(version.name, tags={"hpsearch.role": "best"})
-            except MlflowException as exc:
-                if exc.error_code != "RESOURCE_ALREADY_EXISTS":
-                    raise
+            ensure_registered_model(target, version.name)
             path = (version.source.split(f"runs:/{source_id}/", 1)[-1] if version.source.startswith("runs:/")
                     else "model")
             copy = target.create_model_version(version.name, source=f"runs:/{target_id}/{path}", run_id=target_id)
