@@ -168,3 +168,20 @@ def test_two_optuna_workers_that_both_saw_one_trial_left_run_n_trials_not_more(t
     assert other.planned_trials() == 0
     assert sorted(r.number for r in other.coordination.study_results([])) == [0, 1]
     assert other.coordination.killed_trials() == []
+
+
+def test_optuna_failing_to_record_a_trial_interrupted_by_ctrl_c_is_still_the_interruption(tmp_path, monkeypatch):
+    """Ctrl-C in the middle of a storage write can leave SQLite locked; Optuna then fails recording the interrupted
+    trial (an AssertionError raised while handling the KeyboardInterrupt). The user pressed Ctrl-C: that is what
+    reaches the command line (exit 130, its message), not Optuna's traceback."""
+    searching = strategy("optuna", f"sqlite:///{tmp_path / 'storage.db'}")
+
+    def optimize(*args, **kwargs):
+        try:
+            raise KeyboardInterrupt
+        except KeyboardInterrupt:
+            raise AssertionError("Should not reach.") from None
+
+    monkeypatch.setattr(searching.study, "optimize", optimize)
+    with pytest.raises(KeyboardInterrupt):
+        searching.run_search(FakeEvaluate())

@@ -29,6 +29,16 @@ class _Surplus(InternalSignal):  # noqa: N818  (a signal inside run_search, neve
     """This worker's new trial came after the study already held n_trials: it is not run."""
 
 
+def _interrupted(exc: BaseException) -> bool:
+    """Whether ``exc`` was raised while a KeyboardInterrupt was being handled."""
+    seen = exc
+    while seen is not None:
+        if isinstance(seen, KeyboardInterrupt):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
 class _Reporter:
     """Hands intermediate values (greater is better) to the trial and asks the pruner."""
 
@@ -145,7 +155,8 @@ class OptunaStrategy(Strategy):
                 trial.set_user_attr(_SURPLUS, True)
                 raise _Surplus
             params = self.space.suggest(trial)
-            result = evaluate(params, trial.number, _Reporter(trial))
+            # without a pruner, no per-epoch write to the storage (on JAX an epoch can take less than the write)
+            result = evaluate(params, trial.number, None if self.search.pruner == "none" else _Reporter(trial))
             for key, value in (("params", params), ("fold_scores", result.fold_scores),
                                ("run_id", result.run_id), ("reason", result.reason)):
                 trial.set_user_attr(key, value)
@@ -160,6 +171,10 @@ class OptunaStrategy(Strategy):
                 self.study.optimize(objective, n_trials=1)
             except _Surplus:  # recorded as FAIL (tagged surplus, counted nowhere): the study holds n_trials
                 break
+            except Exception as exc:
+                if _interrupted(exc):  # Ctrl-C mid-write left SQLite locked, so Optuna could not record the trial
+                    raise KeyboardInterrupt from None  # its heartbeat fails it; the same command resumes
+                raise
         return results
 
 
