@@ -155,7 +155,7 @@ def test_the_compose_services_run_natively_two_workers_one_study_kill_and_resume
     studies.mkdir()
     write_study(studies, tiny_study(
         name="native", search__strategy="optuna", search__n_trials=N_TRIALS, search__cv=None,
-        search__pruner="none", search__heartbeat=1, training__epochs=40, training__early_stopping=False),
+        search__pruner="none", search__heartbeat=1, training__epochs=100, training__early_stopping=False),
         name=f"{stack_env['HPSEARCH_STUDY']}.yaml")
     try:
         server = start("mlflow", "mlflow")

@@ -155,7 +155,7 @@ def test_dask_workers_already_on_another_backend_fail_the_trials_saying_so(workd
 
 def test_ctrl_c_on_jax_closes_the_runs_and_the_same_command_resumes(workdir):
     path = write_study(workdir, jax_study("jax-interrupted", n_trials=2, pruner="none")
-                       | {"training": {"backend": "jax", "epochs": 1500, "early_stopping": False}})
+                       | {"training": {"backend": "jax", "epochs": 100_000, "early_stopping": False}})  # Ctrl-C'd
     env = {k: v for k, v in os.environ.items() if k != "KERAS_BACKEND"}
     process = subprocess.Popen([sys.executable, "-m", "hpsearch", "run", str(path)], cwd=workdir, text=True,
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**env, "HPSEARCH_OFFLINE": "1"})

@@ -103,7 +103,7 @@ def test_two_workers_share_one_study_nothing_lost_or_duplicated(workdir, databas
 def test_killed_worker_then_resume_loses_nothing(workdir, database, pg_mlflow_server):
     raw = tiny_study(name="killed", search__strategy="optuna", search__n_trials=2, search__cv=None,
                      search__storage=database, search__heartbeat=1, search__pruner="none",
-                     tracking={"uri": pg_mlflow_server}, training__epochs=400, training__early_stopping=False)
+                     tracking={"uri": pg_mlflow_server}, training__epochs=3000, training__early_stopping=False)
     path = write_study(workdir, raw)
     worker = hpsearch("worker", str(path))
     deadline = time.monotonic() + 120
