@@ -17,6 +17,7 @@ from hpsearch.results import FoldResult, TrialResult
 from hpsearch.space.dimensions import Categorical, Float, Int
 from hpsearch.space.space import SearchSpace
 from hpsearch.strategies import make_strategy
+from hpsearch.strategies.evaluate import one_by_one
 
 STRATEGIES = ["random", "grid", "optuna"]
 SPACE = {"n_neurons": Int(1, 64), "learning_rate": Float(1e-4, 1e-1, log=True),
@@ -55,12 +56,7 @@ class FakeEvaluate:
         return result
 
     def many(self, candidates, ledger=None) -> list[TrialResult]:
-        results = []
-        for number, params in candidates:
-            if self.budget.exhausted():
-                break
-            results.append(self(params, number, None, ledger))
-        return results
+        return one_by_one(self, candidates, ledger)
 
 
 def strategy(kind: str, storage: str | None, n_trials: int = 6, seed: int = 7):

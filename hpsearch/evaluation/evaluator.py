@@ -21,6 +21,7 @@ from hpsearch.evaluation.fitting import Fitter
 from hpsearch.evaluation.folds import Splits
 from hpsearch.models.backend_choice import intended_backend, join_backend
 from hpsearch.results import FoldLedger, FoldResult, PruningReporter, TrialObserver, TrialResult
+from hpsearch.strategies.evaluate import one_by_one
 from hpsearch.tracking.layout import fold_prefix, resumed_folds
 
 
@@ -209,12 +210,7 @@ class Evaluator:
         """Evaluate a batch until the budget ends; with an executor, every missing (candidate, fold) pair runs in
         parallel. Returns the trials that ran (and were recorded), in the candidates' order."""
         if self.executor is None:
-            results = []
-            for number, params in candidates:
-                if self.budget.exhausted():
-                    break
-                results.append(self(params, number, None, ledger))
-            return results
+            return one_by_one(self, candidates, ledger)
         params_of = dict(candidates)
         done = {number: dict(ledger.folds(number) if ledger else {}) for number in params_of}
         outcomes: dict[int, list[FoldOutcome]] = {number: [] for number in params_of}

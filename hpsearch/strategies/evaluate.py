@@ -20,3 +20,14 @@ class Evaluate(Protocol):
     def many(self, candidates: list[tuple[int, dict[str, Any]]], ledger: FoldLedger | None = None
              ) -> list[TrialResult]:
         """A batch of (number, params), in parallel when the study's execution allows it."""
+
+
+def one_by_one(evaluate: Evaluate, candidates: list[tuple[int, dict[str, Any]]],
+               ledger: FoldLedger | None = None) -> list[TrialResult]:
+    """:meth:`Evaluate.many` done here, in turn, until the budget is exhausted."""
+    results = []
+    for number, params in candidates:
+        if evaluate.budget.exhausted():
+            break
+        results.append(evaluate(params, number, None, ledger))
+    return results
