@@ -116,6 +116,12 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory):
         log.close()
 
 
+def counted_trials(trials: list) -> list:
+    """An Optuna study's trials less the surplus ones: two workers that each saw one trial left both start one,
+    and the later one is recorded as a FAIL tagged ``hpsearch_surplus`` that counts nowhere (never run)."""
+    return [t for t in trials if not t.user_attrs.get("hpsearch_surplus")]
+
+
 def local_store(name: str = "mlflow.db") -> str:
     """The current folder's embedded store as an absolute URI (MLflow caches one store per URI string)."""
     return f"sqlite:///{Path.cwd() / name}"

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import requests
 import yaml
-from conftest import free_port, stop, tiny_study, wait_for_http, write_study
+from conftest import counted_trials, free_port, stop, tiny_study, wait_for_http, write_study
 from test_compose import COMPOSE, ENV_EXAMPLE, ROOT, command_list, interpolate, read_env_file
 from test_workers import _admin
 
@@ -206,7 +206,7 @@ def test_the_compose_services_run_natively_two_workers_one_study_kill_and_resume
         finish = start("finish", "finish")  # `docker compose run --rm finish`
         assert finish.wait(timeout=600) == 0, output("finish")
 
-        stored = optuna.load_study(study_name="native", storage=storage).get_trials(deepcopy=False)
+        stored = counted_trials(optuna.load_study(study_name="native", storage=storage).get_trials(deepcopy=False))
         states = [t.state for t in stored]
         assert states.count(optuna.trial.TrialState.COMPLETE) == N_TRIALS
         assert states.count(optuna.trial.TrialState.FAIL) == 1  # the killed worker's, retried

@@ -11,7 +11,7 @@ import uuid
 
 import optuna
 import pytest
-from conftest import free_port, tiny_study, wait_for_http, write_study
+from conftest import counted_trials, free_port, tiny_study, wait_for_http, write_study
 from mlflow import MlflowClient
 
 PG = "postgresql://postgres@127.0.0.1:5432"
@@ -82,9 +82,9 @@ def test_two_workers_share_one_study_nothing_lost_or_duplicated(workdir, databas
     output, _ = run.communicate(timeout=600)
     assert run.returncode == 0, output
 
-    stored = optuna.load_study(study_name="shared", storage=database)
-    assert sorted(t.number for t in stored.trials) == [0, 1, 2, 3]
-    assert all(t.state == optuna.trial.TrialState.COMPLETE for t in stored.trials)
+    stored = counted_trials(optuna.load_study(study_name="shared", storage=database).trials)
+    assert sorted(t.number for t in stored) == [0, 1, 2, 3]
+    assert all(t.state == optuna.trial.TrialState.COMPLETE for t in stored)
     studies, trials = children(pg_mlflow_server, "shared")
     assert len(studies) == 1 and studies[0].info.status == "FINISHED"
     assert sorted(int(t.data.tags["hpsearch.trial"]) for t in trials) == [0, 1, 2, 3]
@@ -124,8 +124,7 @@ def test_killed_worker_then_resume_loses_nothing(workdir, database, pg_mlflow_se
     resumed = hpsearch("run", str(path), "--set", "training.epochs=2")
     output, _ = resumed.communicate(timeout=600)
     assert resumed.returncode == 0, output
-    stored = optuna.load_study(study_name="killed", storage=database)
-    states = [t.state for t in stored.trials]
+    states = [t.state for t in counted_trials(optuna.load_study(study_name="killed", storage=database).trials)]
     assert states.count(optuna.trial.TrialState.FAIL) == 1  # the killed one, retried as a new trial
     assert states.count(optuna.trial.TrialState.COMPLETE) == 2
     studies, trials = children(pg_mlflow_server, "killed")
