@@ -289,11 +289,12 @@ class _CurveHook:
         self.evaluator, self.run, self.fold, self.reporter = evaluator, run, fold, reporter
         self.prefix = fold_prefix(fold, bool(evaluator.splits.folds))
         self.epochs, self.pruned, self.stopped, self.result = 0, False, False, None
-        self.curves: list[tuple[int, dict[str, float]]] = []  # for the mean over folds
+        self.curves: list[tuple[int, dict[str, float]]] = []  # for the mean over folds (kept under cv only)
 
     def __call__(self, epoch: int, logs: dict[str, float]) -> bool:
         self.epochs = epoch + 1
-        self.curves.append((epoch, dict(logs)))
+        if self.prefix:
+            self.curves.append((epoch, dict(logs)))
         self.run.log_metrics({self.prefix + k: v for k, v in logs.items()}, step=epoch)
         self.evaluator.observer.epoch_ended(self.fold, epoch, logs)
         if self.evaluator.budget.past_deadline():
