@@ -27,9 +27,10 @@ HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results" / "headline"
 BUDGETED = ("hpsearch", "optuna", "keras_tuner")
 # One change at a time from what a study gets by default (issue 21's ablation); run with --ablation.
-ABLATION = {"backend=tensorflow": ["training.backend=tensorflow"], "backend=jax": ["training.backend=jax"],
+ABLATION = {"default": [], "backend=tensorflow": ["training.backend=tensorflow"],
             "steps_per_execution=1": ["training.steps_per_execution=1"], "cv=3": ["search.cv=3"],
             "pruner=none": ["search.pruner=none"], "pruner=median": ["search.pruner=median"],
+            "sampler=random": ["search.sampler=random"],
             "final=best_trial": ["search.final=best_trial"], "final=refit": ["search.final=refit"]}
 
 

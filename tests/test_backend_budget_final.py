@@ -5,6 +5,7 @@ JAX runs in subprocesses: Keras fixes its backend on first import, and this test
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import textwrap
@@ -19,6 +20,7 @@ from hpsearch.models.backend_choice import JAX_MIN_STEPS, choose_backend, factor
 from hpsearch.run.plan import final_model
 from hpsearch.run.study import run_study
 from tests.conftest import local_store, tiny_study, write_study
+from tests.test_backend_paths import TORCH
 
 SPACE = {"n_neurons": {"int": [4, 16]}, "learning_rate": {"float": [1e-3, 1e-2], "log": True}}
 
@@ -64,34 +66,39 @@ def test_an_unknown_backend_exits_2_in_one_paragraph(workdir):
     assert run.returncode == 2 and "training.backend" in run.stderr and "Traceback" not in run.stderr
 
 
-def test_a_study_on_jax_loads_back_on_tensorflow_in_a_fresh_process(workdir):
-    """The whole path on JAX (search, refit, test, MLflow), then the model in a fresh process on the default
-    backend, predicting what the study's own process predicted."""
-    path = write_study(workdir, tiny_study(name="on-jax", training={"backend": "jax", "epochs": 3},
+@pytest.mark.parametrize("backend", ["jax", TORCH])
+def test_a_study_on_another_backend_loads_back_on_tensorflow_in_a_fresh_process(workdir, backend):
+    """The whole path on JAX or torch (search, refit, test, MLflow), then the model in a fresh process on the
+    default backend, predicting what the study's own process predicted."""
+    path = write_study(workdir, tiny_study(name=f"on-{backend}", training={"backend": backend, "epochs": 3},
                                            tracking={"report": False}))
     run = hpsearch("run", str(path), cwd=workdir)
     assert run.returncode == 0, run.stderr
-    assert "Keras backend: jax" in run.stdout
+    assert f"Keras backend: {backend}" in run.stdout
     client = MlflowClient(local_store())
-    study = client.search_runs([client.get_experiment_by_name("on-jax").experiment_id],
-                               "tags.mlflow.runName = 'on-jax'")[0]
-    assert study.data.params["backend"] == "jax"
+    study = client.search_runs([client.get_experiment_by_name(f"on-{backend}").experiment_id],
+                               f"tags.mlflow.runName = 'on-{backend}'")[0]
+    assert study.data.params["backend"] == backend
     check = textwrap.dedent(f"""
-        import os, numpy as np, mlflow.sklearn, hpsearch
+        import json, numpy as np, mlflow.sklearn, hpsearch
         from sklearn.datasets import load_breast_cancer
         X = load_breast_cancer().data[:20].astype("float32")
         a = mlflow.sklearn.load_model("runs:/{study.info.run_id}/model").predict_proba(X)
-        b = hpsearch.load_best("on-jax").predict_proba(X)
+        b = hpsearch.load_best("on-{backend}").predict_proba(X)
         import keras
-        print(keras.config.backend(), np.abs(a - b).max(), a.shape)
+        print(keras.config.backend(), np.abs(a - b).max(), a.shape, json.dumps(a[:, 1].tolist()))
     """)
     env = {k: v for k, v in __import__("os").environ.items() if k != "KERAS_BACKEND"}
     env["MLFLOW_TRACKING_URI"] = local_store()
-    loaded = subprocess.run([sys.executable, "-c", check], cwd=workdir, capture_output=True, text=True, env=env,
-                            timeout=300)
-    assert loaded.returncode == 0, loaded.stderr
-    backend, difference, shape = loaded.stdout.split(maxsplit=2)
-    assert backend == "tensorflow" and float(difference) < 1e-5 and shape.strip() == "(20, 2)"
+    predicted = {}
+    for on in (None, backend):  # the default backend, and the study's own
+        loaded = subprocess.run([sys.executable, "-c", check], cwd=workdir, capture_output=True, text=True,
+                                env=env if on is None else {**env, "KERAS_BACKEND": on}, timeout=300)
+        assert loaded.returncode == 0, loaded.stderr
+        running, difference, rows, columns, probabilities = loaded.stdout.split(maxsplit=4)
+        assert running == (on or "tensorflow") and float(difference) < 1e-5 and rows + columns == "(20,2)"
+        predicted[running] = json.loads(probabilities)
+    assert max(abs(a - b) for a, b in zip(predicted["tensorflow"], predicted[backend])) < 1e-4
 
 
 @pytest.mark.parametrize("strategy", ["random", "optuna"])

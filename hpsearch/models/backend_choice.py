@@ -117,7 +117,9 @@ def use_backend(name: str, field: str = "training.backend") -> None:
     if name not in BACKENDS:
         raise ConfigError(f"unknown Keras backend {name!r}; choose auto, {', '.join(BACKENDS)}", field=field)
     if not installed(name):
-        raise ConfigError(f"the {name} backend is not installed here: pip install {name}", field=field)
+        how = f"pip install {name}" + (" (its CPU build: --index-url https://download.pytorch.org/whl/cpu)"
+                                       if name == "torch" else "")
+        raise ConfigError(f"the {name} backend is not installed here: {how}", field=field)
     running = running_backend()
     if running is not None and running != name:
         raise ConfigError(f"Keras already runs on {running} in this process and cannot switch to {name}; set "

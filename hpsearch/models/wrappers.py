@@ -30,7 +30,8 @@ it as they are, and the validation rows are scored in batches of up to ``_VALIDA
 one compiled shape instead of two, and far fewer steps).
 
 New: ``steps_per_execution=N`` runs N batches per call into TensorFlow (the same training, batch by
-batch; ~2.8x faster epochs for the chapter's small MLPs), unless the factory compiled its own. Keras'
+batch; ~2.8x faster epochs for the chapter's small MLPs), unless the factory compiled its own, and not on
+torch, whose Keras trainer takes one batch per call. Keras'
 default is 1 because per-batch callbacks then see every Nth batch only.
 """
 
@@ -125,7 +126,8 @@ class _Fixed:
             X, y, sample_weight = batches.pop("x"), None, None
             kwargs.update(batches)
         model = self.model_
-        if self.steps_per_execution != 1 and model.steps_per_execution == 1 and model.train_function is None:
+        if (self.steps_per_execution != 1 and model.steps_per_execution == 1 and model.train_function is None
+                and BACKEND != "torch"):  # Keras' torch trainer runs one batch per call only
             model.steps_per_execution = int(self.steps_per_execution)  # before Keras traces its train step
         configured = self._fit_callbacks
         self._fit_callbacks = [*configured, *extra_callbacks]

@@ -1,5 +1,6 @@
-"""The core end-to-end paths on Keras' JAX backend: each runs ``hpsearch`` in a fresh process with
-``training.backend: jax`` (this test process runs on TensorFlow, and Keras fixes its backend on first import).
+"""The core end-to-end paths on Keras' JAX and torch backends: each runs ``hpsearch`` in a fresh process with
+``training.backend: jax`` or ``torch`` (this test process runs on TensorFlow, and Keras fixes its backend on first
+import). torch is not a dependency: its cases skip where it is not installed (``.ci/run`` installs it).
 
 The same paths on TensorFlow are the rest of the suite: pruning, early stopping and per-trial models
 (test_run_e2e), resume and ``trials_per_process`` (test_scaleout), workers (test_workers), lr-find
@@ -8,8 +9,11 @@ The same paths on TensorFlow are the rest of the suite: pruning, early stopping 
 
 from __future__ import annotations
 
+import contextlib
+import importlib.util
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -21,12 +25,20 @@ from tests.conftest import local_store, tiny_study, write_study
 
 pytestmark = pytest.mark.slow
 SPACE = {"n_neurons": {"int": [4, 16]}, "learning_rate": {"float": [1e-3, 1e-2], "log": True}}
+TORCH = pytest.param("torch", marks=pytest.mark.skipif(importlib.util.find_spec("torch") is None,
+                                                       reason="torch is not installed (pip install torch==2.13.0)"))
 
 
-def jax_study(name: str, **search) -> dict:
+@pytest.fixture(params=["jax", TORCH])
+def backend(request) -> str:
+    """Each case once on JAX and once on torch."""
+    return request.param
+
+
+def backend_study(name: str, backend: str = "jax", **search) -> dict:
     return tiny_study(name=name, search={"strategy": "optuna", "cv": None, "n_trials": 4, "sampler": "random",
                                          "storage": "sqlite:///optuna.db", "space": SPACE, **search},
-                      training={"backend": "jax", "epochs": 6, "early_stopping": {"patience": 2}},
+                      training={"backend": backend, "epochs": 6, "early_stopping": {"patience": 2}},
                       tracking={"report": False})
 
 
@@ -46,13 +58,13 @@ def runs(experiment: str, uri: str | None = None) -> tuple[list, list]:
             [r for r in found if r.data.tags.get("hpsearch.role") == "trial"])
 
 
-def test_pruning_early_stopping_models_recycling_and_resume_on_jax(workdir):
-    path = write_study(workdir, jax_study("jax-core", pruner="successive_halving", n_trials=5)
+def test_pruning_early_stopping_models_recycling_and_resume(workdir, backend):
+    path = write_study(workdir, backend_study(f"{backend}-core", backend, pruner="successive_halving", n_trials=5)
                        | {"execution": {"trials_per_process": 3}})
     out = hpsearch(workdir, "run", str(path))
-    assert "the study goes on in a fresh process" in out and "Keras backend: jax" in out
-    (study,), trials = runs("jax-core")
-    assert study.data.params["backend"] == "jax" and len(trials) == 5
+    assert "the study goes on in a fresh process" in out and f"Keras backend: {backend}" in out
+    (study,), trials = runs(f"{backend}-core")
+    assert study.data.params["backend"] == backend and len(trials) == 5
     assert {t.data.tags["hpsearch.state"] for t in trials} <= {"finished", "pruned"}
     client = MlflowClient(local_store())
     finished = [t for t in trials if t.data.tags["hpsearch.state"] == "finished"]
@@ -60,48 +72,48 @@ def test_pruning_early_stopping_models_recycling_and_resume_on_jax(workdir):
     assert all(t.data.metrics["epochs"] <= 6 for t in trials)
 
     out = hpsearch(workdir, "run", str(path), "--set", "search.n_trials=7")  # a re-run grows the same study
-    (again,), trials = runs("jax-core")
+    (again,), trials = runs(f"{backend}-core")
     assert again.info.run_id == study.info.run_id and len(trials) == 7
 
 
-def test_two_workers_share_a_study_on_jax(workdir):
-    path = write_study(workdir, jax_study("jax-workers", n_trials=4, pruner="none"))
+def test_two_workers_share_a_study(workdir, backend):
+    path = write_study(workdir, backend_study(f"{backend}-workers", backend, n_trials=4, pruner="none"))
     out = hpsearch(workdir, "run", str(path), "--workers", "2")
-    assert "Keras backend: jax" in out
-    (study,), trials = runs("jax-workers")
+    assert f"Keras backend: {backend}" in out
+    (study,), trials = runs(f"{backend}-workers")
     assert sorted(int(t.data.tags["hpsearch.trial"]) for t in trials) == [0, 1, 2, 3]
     assert len({t.data.tags["hpsearch.process"] for t in trials}) == 2
     assert study.info.status == "FINISHED" and "test_score" in study.data.metrics
 
 
-def test_lr_find_and_nan_termination_on_jax(workdir):
-    lr_study = jax_study("jax-lr", space={"n_neurons": 8})
+def test_lr_find_and_nan_termination(workdir, backend):
+    lr_study = backend_study(f"{backend}-lr", backend, space={"n_neurons": 8})
     lr_study["model"]["params"]["optimizer"] = "sgd"
     out = hpsearch(workdir, "lr-find", str(write_study(workdir, lr_study)), "--iterations", "120")
     assert "suggested" in out and "sgd" in out
     client = MlflowClient(local_store())
-    (run,) = client.search_runs([client.get_experiment_by_name("jax-lr").experiment_id])
+    (run,) = client.search_runs([client.get_experiment_by_name(f"{backend}-lr").experiment_id])
     assert len(client.get_metric_history(run.info.run_id, "lr")) > 10
-    diverging = jax_study("jax-nan", n_trials=2, pruner="none",  # regression: an SGD step of 1e6 overflows
-                          space={"learning_rate": {"float": [1e6, 1e7], "log": True}})
+    diverging = backend_study(f"{backend}-nan", backend, n_trials=2, pruner="none",  # an SGD step of 1e6 overflows
+                              space={"learning_rate": {"float": [1e6, 1e7], "log": True}})
     diverging["model"]["params"]["optimizer"] = "sgd"
     diverging["data"]["dataset"] = "diabetes"
     out = hpsearch(workdir, "run", str(write_study(workdir, diverging, "nan.yaml")), expect=1)
-    _, trials = runs("jax-nan")
+    _, trials = runs(f"{backend}-nan")
     assert [t.data.tags["hpsearch.state"] for t in trials] == ["failed", "failed"]
     assert all("NaN" in t.data.tags["hpsearch.reason"] for t in trials)
 
 
-def test_offline_then_sync_on_jax(workdir):
+def test_offline_then_sync(workdir, backend):
     target = f"sqlite:///{workdir / 'server.db'}"
-    path = write_study(workdir, jax_study("jax-offline", n_trials=2, pruner="none")
+    path = write_study(workdir, backend_study(f"{backend}-offline", backend, n_trials=2, pruner="none")
                        | {"tracking": {"report": False, "uri": target}})
     out = hpsearch(workdir, "run", str(path), "--offline")
     assert "hpsearch sync" in out and not (workdir / "server.db").exists()
     out = hpsearch(workdir, "sync", str(path))
     assert "3 run(s) copied" in " ".join(out.split())
-    (study,), trials = runs("jax-offline", target)
-    assert study.data.params["backend"] == "jax" and len(trials) == 2
+    (study,), trials = runs(f"{backend}-offline", target)
+    assert study.data.params["backend"] == backend and len(trials) == 2
 
 
 CLUSTER = """
@@ -132,7 +144,7 @@ def dask_cluster(workdir):
 
 
 def _dask_study(name: str, address: str) -> dict:
-    return jax_study(name) | {"search": {"strategy": "random", "n_trials": 2, "cv": 2, "storage": None,
+    return backend_study(name) | {"search": {"strategy": "random", "n_trials": 2, "cv": 2, "storage": None,
                                          "space": SPACE}, "execution": {"backend": "dask", "address": address}}
 
 
@@ -153,33 +165,40 @@ def test_dask_workers_already_on_another_backend_fail_the_trials_saying_so(workd
     assert all("cannot train on the study's Keras backend jax" in t.data.tags["hpsearch.reason"] for t in trials)
 
 
-def test_ctrl_c_on_jax_closes_the_runs_and_the_same_command_resumes(workdir):
-    path = write_study(workdir, jax_study("jax-interrupted", n_trials=2, pruner="none")
-                       | {"training": {"backend": "jax", "epochs": 100_000, "early_stopping": False}})  # Ctrl-C'd
+def test_ctrl_c_closes_the_runs_and_the_same_command_resumes(workdir, backend):
+    path = write_study(workdir, backend_study(f"{backend}-interrupted", backend, n_trials=2, pruner="none")
+                       | {"training": {"backend": backend, "epochs": 100_000, "early_stopping": False}})  # Ctrl-C'd
     env = {k: v for k, v in os.environ.items() if k != "KERAS_BACKEND"}
     process = subprocess.Popen([sys.executable, "-m", "hpsearch", "run", str(path)], cwd=workdir, text=True,
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**env, "HPSEARCH_OFFLINE": "1"})
     deadline = time.monotonic() + 300
-    while time.monotonic() < deadline and not _trial_running(workdir, "jax-interrupted"):
+    while time.monotonic() < deadline and not _trial_running(workdir, f"{backend}-interrupted"):
         time.sleep(1)
     time.sleep(3)
     process.send_signal(signal.SIGINT)
     _, err = process.communicate(timeout=300)
     assert process.returncode == 130, err
     assert "Traceback" not in err and "run the same command again" in " ".join(err.split())
-    (study,), trials = runs("jax-interrupted")
+    (study,), trials = runs(f"{backend}-interrupted")
     assert study.info.status == "KILLED" and "RUNNING" not in {t.info.status for t in trials}
     hpsearch(workdir, "run", str(path), "--set", "training.epochs=2")  # again (shorter: what is checked is the resume)
-    (study,), trials = runs("jax-interrupted")
+    (study,), trials = runs(f"{backend}-interrupted")
     assert study.info.status == "FINISHED" and "test_score" in study.data.metrics
 
 
 def _trial_running(workdir, experiment: str) -> bool:
-    if not (workdir / "mlflow.db").exists():
+    """Whether a trial run of ``experiment`` is in the store, read without MLflow: an MlflowClient opening a store
+    that the study is still creating would run MLflow's migrations a second time, racing the study's."""
+    store = workdir / "mlflow.db"
+    if not store.exists():
         return False
     try:
-        return bool(runs(experiment)[1])
-    except Exception:  # the store is being created by the run
+        with contextlib.closing(sqlite3.connect(f"file:{store}?mode=ro", uri=True, timeout=1)) as db:
+            return bool(db.execute(
+                "SELECT count(*) FROM runs JOIN experiments USING (experiment_id) JOIN tags USING (run_uuid) "
+                "WHERE experiments.name = ? AND tags.key = 'hpsearch.role' AND tags.value = 'trial'",
+                (experiment,)).fetchone()[0])
+    except sqlite3.Error:  # the store's tables are not all made yet
         return False
 
 
@@ -198,7 +217,7 @@ def build(meta, n_neurons=8, learning_rate=1e-3):
 
 def test_a_factory_using_tensorflow_ops_fails_on_jax_naming_the_backend(workdir):
     (workdir / "tf_ops.py").write_text(TF_FACTORY)
-    study = jax_study("jax-tf-ops", n_trials=2, pruner="none")
+    study = backend_study("jax-tf-ops", n_trials=2, pruner="none")
     study["data"]["dataset"], study["model"] = "diabetes", {"factory": "tf_ops:build"}
     out = hpsearch(workdir, "run", str(write_study(workdir, study)), expect=1)
     assert "every trial" in out
