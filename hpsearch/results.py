@@ -28,6 +28,7 @@ class TrialResult:
     duration_s: float = 0.0
     reason: str | None = None
     run_id: str | None = None
+    fold_metrics: list[dict[str, float]] = field(default_factory=list)  # val_mse, val_accuracy, ... per fold
 
     @property
     def score(self) -> float:
@@ -43,6 +44,15 @@ class TrialResult:
         mean = self.score
         return math.sqrt(sum((s - mean) ** 2 for s in self.fold_scores) / len(self.fold_scores))
 
+    @property
+    def val_metrics(self) -> dict[str, float]:
+        """The named validation metrics (``val_mse``, ``val_accuracy``, ...), each the mean over the folds that
+        have it; empty unless the trial finished."""
+        if self.state != "finished":
+            return {}
+        names = {name for metrics in self.fold_metrics for name in metrics}
+        return {name: float(np.mean([m[name] for m in self.fold_metrics if name in m])) for name in sorted(names)}
+
 
 @dataclass
 class FoldResult:
@@ -53,6 +63,7 @@ class FoldResult:
     epochs: int
     fit_seconds: float
     score_seconds: float
+    metrics: dict[str, float] = field(default_factory=dict)  # val_mse, val_accuracy, ... (evaluation.metrics)
 
 
 class FoldLedger(Protocol):
@@ -62,6 +73,21 @@ class FoldLedger(Protocol):
     def record_fold(self, number: int, result: FoldResult) -> None: ...
     def start_trial(self, number: int, params: dict[str, Any]) -> None: ...
     def end_trial(self, result: TrialResult) -> None: ...
+
+
+@dataclass(frozen=True)
+class DataSplits:
+    """The data a study searched on, as its tracker records it: a name, where the data came from (a file's path;
+    None for data handed over in code or a builtin dataset), the column names, each split's (X, y) by its role
+    (``training``, ``validation``, ``test``), and the roles a trial uses (``training`` alone when the trials
+    cross-validate on it)."""
+
+    name: str
+    source: str | None
+    splits: dict[str, tuple[Any, Any]]
+    feature_names: tuple[str, ...] = ()
+    target_names: tuple[str, ...] = ()
+    trial_roles: tuple[str, ...] = ("training", "validation")
 
 
 @dataclass
@@ -101,17 +127,25 @@ class StudyResult:
         return Counter(reason if per_kind[kind] == 1 else kind for reason, kind in zip(reasons, kinds))
 
     def trials_table(self) -> dict[str, list[Any]]:
-        """Every trial as one row (number, state, score, std, epochs, duration, reason, then each param)."""
+        """Every trial as one row (number, state, score, std, the ``val_`` metrics, epochs, duration, reason, then
+        each param)."""
         names = sorted({name for trial in self.trials for name in trial.params})
+        metrics = sorted({name for trial in self.trials for name in trial.val_metrics})
         table: dict[str, list[Any]] = {column: [] for column in (
-            "trial", "state", "score", "score_std", "epochs", "duration_s", "reason", *names)}
+            "trial", "state", "score", "score_std", *metrics, "epochs", "duration_s", "reason", *names)}
         for trial in sorted(self.trials, key=lambda t: t.number):
-            values = [trial.number, trial.state, trial.score, trial.score_std, max(trial.fold_epochs, default=0),
-                      round(trial.duration_s, 3), trial.reason or ""]
+            values = [trial.number, trial.state, trial.score, trial.score_std,
+                      *[trial.val_metrics.get(name, math.nan) for name in metrics],
+                      max(trial.fold_epochs, default=0), round(trial.duration_s, 3), trial.reason or ""]
             values += [_cell(trial.params.get(name)) for name in names]
             for column, value in zip(table, values):
                 table[column].append(value)
         return table
+
+
+def params_text(params: dict[str, Any]) -> str:
+    """``n_hidden=2, learning_rate=0.003162``: params as people read them (floats to 4 significant digits)."""
+    return ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items())
 
 
 def _cell(value: Any) -> Any:

@@ -181,3 +181,22 @@ def test_sample_weights_reach_every_fit(workdir):
     assert (search.predict(X[y == 0]) != 0).mean() > 0.9
     with pytest.raises(ValueError, match="sample_weight has 3 values"):
         search.fit(X, y, sample_weight=[1, 2, 3])
+
+
+@pytest.mark.parametrize("module", ["hpsearch.space.dimensions", "hpsearch.run.search_cv",
+                                    "hpsearch.models.mlp_estimators", "hpsearch.tracking.reading"])
+def test_the_public_docstrings_are_numpydoc_with_examples_that_run(module):
+    """What the README's Python section links to: Parameters (or Returns), Examples, and examples that run
+    (those that train are marked to skip)."""
+    import doctest
+
+    loaded = importlib.import_module(module)
+    documented = {"hpsearch.space.dimensions": ["Int", "Float", "Categorical", "Fixed", "Distribution"],
+                  "hpsearch.run.search_cv": ["SearchCV"],
+                  "hpsearch.models.mlp_estimators": ["KerasMLPRegressor", "KerasMLPClassifier"],
+                  "hpsearch.tracking.reading": ["load_best"]}[module]
+    for name in documented:
+        doc = getattr(loaded, name).__doc__
+        assert "Parameters\n    ----------" in doc and "Examples\n    --------" in doc, name
+    failed, tried = doctest.testmod(loaded, optionflags=doctest.ELLIPSIS)
+    assert failed == 0 and tried > 0

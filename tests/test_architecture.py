@@ -23,12 +23,12 @@ LAYERS = [
     {"config", "errors", "results", "space.dimensions"},
 ]
 ADAPTERS = {
-    "optuna": {"strategies.optuna_search", "guidance.importance", "guidance.report"},
+    "optuna": {"strategies.optuna_search", "guidance.importance", "guidance.html_report"},
     "scikeras": {"models.wrappers"},
     "keras": {"models.backend", "models._patches", "data.builtin"},  # data: only Keras' own Fashion-MNIST loader
     "tensorflow": {"models.backend", "models._patches"},
     "mlflow": {"tracking.mlflow_tracker", "tracking._run", "tracking._retry", "tracking.reading", "tracking.registry",
-               "tracking.sync"},
+               "tracking.sync", "tracking.datasets", "tracking.lr_find_run", "tracking.system_metrics"},
 }
 MAX_LINES = 400
 

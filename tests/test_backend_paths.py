@@ -114,6 +114,8 @@ def test_offline_then_sync(workdir, backend):
     assert "3 run(s) copied" in " ".join(out.split())
     (study,), trials = runs(f"{backend}-offline", target)
     assert study.data.params["backend"] == backend and len(trials) == 2
+    assert sorted(d.tags[0].value for d in study.inputs.dataset_inputs) == ["test", "training", "validation"]
+    assert all(len(t.inputs.dataset_inputs) == 2 for t in trials)  # the datasets travel with the runs
 
 
 CLUSTER = """

@@ -52,7 +52,8 @@ def assert_pngs(files: list[Path]) -> None:
 def test_a_study_run_gets_its_report(store):
     client = MlflowClient(store)
     study = collect(client, "report").study_run_id
-    assert {a.path for a in client.list_artifacts(study, "report")} == {f"report/{name}" for name in ALL_PLOTS}
+    assert {a.path for a in client.list_artifacts(study, "report")} == {f"report/{name}" for name in
+                                                                        ALL_PLOTS | {"report.html"}}
 
 
 def test_a_study_with_report_off_records_everything_but_the_report(tmp_path, monkeypatch):
@@ -90,9 +91,33 @@ def test_the_report_process_ends_quietly_when_its_study_never_asks():
 def test_report_command_writes_every_plot(store, tmp_path, capsys):
     assert main(["report", "report", "--out", str(tmp_path / "out"), "--tracking-uri", store]) == 0
     files = sorted((tmp_path / "out").iterdir())
-    assert {p.name for p in files} == ALL_PLOTS  # plotly is not installed: no interactive.html
+    assert {p.name for p in files} == ALL_PLOTS  # PNGs only, unless --html
     assert set(capsys.readouterr().out.split()) == {str(p) for p in files}
     assert_pngs(files)
+
+
+@pytest.mark.slow
+def test_report_html_is_one_interactive_page_that_opens_offline(store, tmp_path, capsys):
+    assert main(["report", "report", "--out", str(tmp_path / "out"), "--tracking-uri", store, "--html"]) == 0
+    page = (tmp_path / "out" / "report.html").read_text(encoding="utf-8")
+    assert str(tmp_path / "out" / "report.html") in capsys.readouterr().out
+    assert '<script src="http' not in page and "Plotly.newPlot" in page and len(page) > 1_000_000  # plotly.js inside
+    for title in ("Optimization History Plot", "Parallel Coordinate Plot", "Slice Plot",
+                  "Hyperparameter Importances", "Optuna's intermediate values", "validation loss per epoch",
+                  "score vs learning rate"):
+        assert title in page, title
+
+
+def test_a_page_plotly_cannot_draw_is_a_warning_and_the_pngs_are_written(tmp_path, monkeypatch, caplog):
+    def broken(record, path):
+        raise ValueError("plotly refused")
+
+    monkeypatch.setattr("hpsearch.guidance.report.write_html", broken)
+    trials = [TrialRecord(k, "finished", {"learning_rate": 10.0 ** -k, "n_neurons": 8 * k}, 0.5 + k / 10,
+                          {"loss": [(0, 1.0), (1, 0.5)], "val_loss": [(0, 1.1), (1, 0.6)]}) for k in range(1, 4)]
+    files = write_report(StudyRecord("e", "run", "broken-html", "accuracy", False, trials), tmp_path)
+    assert "report.html" not in {p.name for p in files} and "learning_curves.png" in {p.name for p in files}
+    assert "report.html was not written (ValueError: plotly refused); the PNGs were" in caplog.text
 
 
 @pytest.mark.slow
@@ -124,8 +149,8 @@ def test_the_report_process_draws_the_record_it_is_sent(store, tmp_path):
     done = subprocess.run([sys.executable, "-c", REPORT_PROCESS], input=request + "\n",
                           capture_output=True, text=True, timeout=120)
     assert (done.returncode, done.stderr) == (0, "")
-    assert {p.name for p in tmp_path.iterdir()} == ALL_PLOTS
-    assert_pngs(list(tmp_path.iterdir()))
+    assert {p.name for p in tmp_path.iterdir()} == ALL_PLOTS | {"report.html"}
+    assert_pngs([p for p in tmp_path.iterdir() if p.suffix == ".png"])
 
 
 def test_records_survive_the_json_trip():
@@ -192,8 +217,8 @@ def test_layer_lists_categoricals_pruned_and_failed_trials(tmp_path):
         trial(5, "failed", "[10]", "sgd", None)])
     assert set(param_importances(record)) == {"n_neurons", "optimizer", "learning_rate"}  # n_hidden is constant
     files = write_report(record, tmp_path)
-    assert {p.name for p in files} == ALL_PLOTS
-    assert_pngs(files)
+    assert {p.name for p in files} == ALL_PLOTS | {"report.html"}  # the interactive page draws them all too
+    assert_pngs([p for p in files if p.suffix == ".png"])
 
 
 def test_report_module_loads_neither_keras_nor_mlflow():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import sys
 import textwrap
@@ -62,6 +63,13 @@ def test_study_against_real_mlflow_server(mlflow_server, workdir):
         assert mean == pytest.approx({step: np.mean([f[step] for f in folds if step in f]) for step in mean})
         assert run.data.metrics["score"] == pytest.approx(trial.score)
         assert run.data.metrics["epochs"] == max(trial.fold_epochs)
+        # findable by its params; named validation metrics (the mean over folds); the data it trained on
+        assert run.info.run_name == f"trial-{trial.number:03d} " + ", ".join(
+            f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items())
+        assert run.data.metrics["val_accuracy"] == pytest.approx(trial.score)  # the study's scorer is accuracy
+        assert {"val_f1", "val_log_loss", "val_roc_auc"} <= set(run.data.metrics)
+        assert [(d.dataset.name, d.tags[0].value) for d in run.inputs.dataset_inputs] == [
+            ("breast_cancer-training", "training")]  # cross-validated: the folds come from the training split
 
     # The trial model (first fold's) loads back and reproduces its logged fold score.
     data = load_dataset(study.data, study.seed)
@@ -83,6 +91,10 @@ def test_study_against_real_mlflow_server(mlflow_server, workdir):
     assert study_run.data.metrics["test_accuracy"] == pytest.approx(result.test_score)  # its scorer is accuracy
     assert {"test_f1", "test_log_loss", "test_roc_auc"} <= set(study_run.data.metrics)
     assert study_run.data.tags["hpsearch.best_run_id"] == best.run_id
+    assert f"| {best.number} | {best.score:.5g} |" in study_run.data.tags["mlflow.note.content"]  # its description
+    inputs = {d.tags[0].value: d.dataset for d in study_run.inputs.dataset_inputs}
+    assert sorted(inputs) == ["test", "training", "validation"]  # validation: where the delivered model is scored
+    assert json.loads(inputs["test"].profile)["num_rows"] == len(data.X_test)
     assert study_run.data.params["strategy"] == "random"
     assert "tensorflow" in "".join(study_run.data.tags)
     artifacts = {a.path for a in client.list_artifacts(study_run.info.run_id)}
@@ -145,6 +157,11 @@ def test_optuna_rerun_resumes_same_study(workdir):
     # holdout mode: curves carry no fold prefix
     history = MlflowClient(local_store()).get_metric_history(trials[0].info.run_id, "val_loss")
     assert len(history) == int(trials[0].data.metrics["epochs"])
+    # holdout: each trial trained on the training split and was scored on the validation split; the study run
+    # holds every split, once though the study ran twice
+    for trial in trials:
+        assert sorted(d.tags[0].value for d in trial.inputs.dataset_inputs) == ["training", "validation"]
+    assert sorted(d.tags[0].value for d in study_run.inputs.dataset_inputs) == ["test", "training", "validation"]
 
 
 def test_failing_trials_are_recorded_and_the_study_goes_on(workdir, monkeypatch):
@@ -272,3 +289,15 @@ def test_curves_sent_behind_training_arrive_once_each_and_in_order(workdir, monk
         history = sorted((m.step, m.value) for m in client.get_metric_history(trial.info.run_id, key))
         assert history == [(epoch, scale / (epoch + 1)) for epoch in range(1500)]
     assert trial.info.status == "FINISHED" and trial.data.metrics["epochs"] == 1500
+
+
+def test_system_metrics_are_recorded_on_the_study_run_when_asked(workdir, monkeypatch):
+    monkeypatch.setenv("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", "1")  # MLflow's own knob: samples every second
+    raw = tiny_study(name="system", search__cv=None, search__n_trials=2, tracking__system_metrics=True,
+                     tracking__report=False, training__epochs=30, training__early_stopping=False)
+    result = run_study(parse_study(raw), "")
+    run = MlflowClient(local_store()).get_run(result.study_run_id)
+    assert {"system/cpu_utilization_percentage", "system/system_memory_usage_megabytes"} <= set(run.data.metrics)
+    quiet = run_study(parse_study(raw | {"name": "quiet", "tracking": {"report": False}}), "")
+    assert not any(k.startswith("system/") for k in MlflowClient(local_store()).get_run(
+        quiet.study_run_id).data.metrics)

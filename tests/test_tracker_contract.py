@@ -5,12 +5,14 @@ is a record. A new tracker is tested by adding one entry to TRACKERS.
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 from mlflow import MlflowClient
 from sklearn.linear_model import LinearRegression
 
-from hpsearch.results import StudyResult, TrialResult
+from hpsearch.results import DataSplits, StudyResult, TrialResult
 from hpsearch.tracking.base import NullTracker
 from hpsearch.tracking.mlflow_tracker import MlflowTracker
 
@@ -105,3 +107,29 @@ def test_trials_a_killed_worker_left_are_closed_once_whether_or_not_they_reached
         return
     killed = ("KILLED", "failed", "killed: its worker stopped sending heartbeats")
     assert {k: v for k, v in recorded.items() if k != "study"} == {3: killed, 4: killed}
+
+
+def test_the_studys_data_is_recorded_on_the_study_run_and_what_each_trial_used_on_its_run(make_tracker):
+    tracker = make_tracker()
+    tracker.start_study("contract", {"strategy": "random"}, "name: contract\n", resume=False)
+    X, y = np.arange(40.0).reshape(20, 2), np.arange(20.0)
+    splits = {"training": (X[:12], y[:12]), "validation": (X[12:16], y[12:16]), "test": (X[16:], y[16:])}
+    tracker.log_datasets(DataSplits("toy", "/data/toy.csv", splits, ("rooms", "age"), ("price",)))
+    trial = TrialResult(number=0, params={"n_neurons": 3}, fold_scores=[-0.5], fold_epochs=[2],
+                        fold_metrics=[{"val_mse": 0.5, "val_r2": 0.1}])
+    tracker.end_trial(tracker.start_trial(0, trial.params), trial)
+    tracker.end_study(StudyResult("contract", [trial], "neg_mean_squared_error"), {})
+    if tracker.tracking_uri is None:
+        return
+    client = MlflowClient(tracker.tracking_uri)
+    runs = {r.data.tags["hpsearch.role"]: r for r in client.search_runs([tracker.experiment_id])}
+    study = {d.tags[0].value: d.dataset for d in runs["study"].inputs.dataset_inputs}
+    assert {context: d.name for context, d in study.items()} == {
+        "training": "toy-training", "validation": "toy-validation", "test": "toy-test"}
+    assert json.loads(study["test"].profile)["num_rows"] == 4 and "/data/toy.csv" in study["test"].source
+    assert [c["name"] for c in json.loads(study["training"].schema)["mlflow_colspec"]] == ["rooms", "age", "price"]
+    trial_run = runs["trial"]
+    assert sorted(d.tags[0].value for d in trial_run.inputs.dataset_inputs) == ["training", "validation"]
+    assert trial_run.info.run_name == "trial-000 n_neurons=3"
+    assert trial_run.data.metrics["val_mse"] == 0.5 and trial_run.data.metrics["val_r2"] == 0.1
+    assert "| 0 | -0.5 | 2 | n_neurons=3 |" in runs["study"].data.tags["mlflow.note.content"]

@@ -16,7 +16,7 @@ from rich.table import Table
 from hpsearch.config.loading import load_study
 from hpsearch.config.schema import DEFAULT_TRACKING_URI, StudyConfig, absolute_sqlite
 from hpsearch.errors import mask_credentials
-from hpsearch.results import StudyResult
+from hpsearch.results import StudyResult, params_text
 from hpsearch.run.workers import check_shared, handed_search_start, start_afresh, start_workers
 from hpsearch.tracking.layout import ui_address
 
@@ -68,8 +68,7 @@ def _print_best_trials(result: StudyResult) -> None:
     for column in ("trial", "score", "std", "params", "epochs"):
         table.add_column(column)
     for trial in sorted(result.finished, key=lambda t: t.score, reverse=True)[:5]:
-        params = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in trial.params.items())
-        table.add_row(str(trial.number), f"{trial.score:.5g}", f"{trial.score_std:.3g}", params,
+        table.add_row(str(trial.number), f"{trial.score:.5g}", f"{trial.score_std:.3g}", params_text(trial.params),
                       "/".join(map(str, trial.fold_epochs)))
     console.print(table)
 
@@ -222,7 +221,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     from hpsearch.guidance.report import write_report
     from hpsearch.tracking.reading import read_study
 
-    files = write_report(read_study(args.experiment, args.tracking_uri), args.out)
+    files = write_report(read_study(args.experiment, args.tracking_uri), args.out, html=args.html)
     for path in files:
         console.print(str(path), highlight=False, soft_wrap=True)
     if not files:
@@ -244,8 +243,13 @@ def cmd_sync(args: argparse.Namespace) -> int:
 
 
 def cmd_ui(args: argparse.Namespace) -> int:
+    from hpsearch.cli.browser import graphical, open_when_up
+
     command = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", args.backend_store_uri,
                "--host", args.host, "--port", str(args.port)]
-    console.print(f"MLflow UI on {ui_address(f'http://{args.host}:{args.port}')} (Ctrl-C to stop)", highlight=False)
+    served = f"http://{args.host}:{args.port}"
+    console.print(f"MLflow UI on {ui_address(served)} (Ctrl-C to stop)", highlight=False)
+    if not args.no_browser and graphical():
+        open_when_up(ui_address(served), f"{served}/health")
     sys.stdout.flush()
     os.execv(sys.executable, command)  # become the UI process: stopping hpsearch stops the UI, no orphan

@@ -76,11 +76,14 @@ def build_parser() -> argparse.ArgumentParser:
     report = commands.add_parser("report", help="draw a recorded study's plots (learning curves, scores, importances)")
     report.add_argument("experiment", help="the MLflow experiment (the study name unless tracking.experiment is set)")
     report.add_argument("--out", type=Path, default=Path("report"), help="folder for the PNGs (default: ./report)")
+    report.add_argument("--html", action="store_true",
+                        help="also the interactive report.html (Optuna's and plotly's figures; opens offline)")
     report.add_argument("--tracking-uri", default=None, help=f"default: $MLFLOW_TRACKING_URI or {DEFAULT_TRACKING_URI}")
     ui = commands.add_parser("ui", help="open the MLflow UI on what the runs recorded")
     ui.add_argument("--backend-store-uri", default=DEFAULT_TRACKING_URI, help=f"default: {DEFAULT_TRACKING_URI}")
     ui.add_argument("--port", type=int, default=5000)
     ui.add_argument("--host", default="127.0.0.1")
+    ui.add_argument("--no-browser", action="store_true", help="do not open the UI in a browser once it is up")
     return parser
 
 

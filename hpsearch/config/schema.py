@@ -189,6 +189,7 @@ class TrackingConfig(_Strict):
     experiment: str | None = None
     log_models: bool = True
     report: bool = True
+    system_metrics: bool = False  # MLflow's system metrics (CPU, memory, disk, network) on the study run
 
     def resolved_uri(self) -> str:
         """The tracking URI in force: the study file's, else ``MLFLOW_TRACKING_URI``, else local SQLite."""

@@ -19,6 +19,7 @@ from hpsearch.evaluation.budget import STOPPED_AT_DEADLINE, Budget
 from hpsearch.evaluation.execution import Executor
 from hpsearch.evaluation.fitting import Fitter
 from hpsearch.evaluation.folds import Splits
+from hpsearch.evaluation.metrics import validation_metrics
 from hpsearch.models.backend_choice import intended_backend, join_backend
 from hpsearch.results import FoldLedger, FoldResult, PruningReporter, TrialObserver, TrialResult
 from hpsearch.strategies.evaluate import one_by_one
@@ -93,7 +94,8 @@ def fit_fold(task: FoldTask, hook: _CurveHook | _Recorder, scorer: Any = None) -
         return model, True
     started = time.perf_counter()
     score = checked_score(scorer or get_scorer(task.scoring), task.scoring, model, X_score, y_score)
-    hook.result = FoldResult(task.fold, score, epochs, fit_seconds, time.perf_counter() - started)
+    hook.result = FoldResult(task.fold, score, epochs, fit_seconds, time.perf_counter() - started,
+                             validation_metrics(model, X_score, y_score))
     return model, False
 
 
@@ -277,6 +279,7 @@ def _log_mean_curves(run: Any, per_fold: list[list[tuple[int, dict[str, float]]]
 
 def _add_fold(result: TrialResult, fold: FoldResult) -> None:
     result.fold_scores.append(fold.score)
+    result.fold_metrics.append(fold.metrics)
     result.fold_epochs.append(fold.epochs)
     result.fit_seconds.append(fold.fit_seconds)
     result.score_seconds.append(fold.score_seconds)

@@ -1,14 +1,18 @@
-"""The delivered model's test result under the names users look for: MSE, RMSE, MAE and R2 for regression;
-accuracy, log loss, macro F1 and ROC AUC for classification (beside ``test_score``, the study's scorer)."""
+"""Scores under the names users look for: MSE, RMSE, MAE and R2 for regression; accuracy, log loss, macro F1 and
+ROC AUC for classification. The delivered model's on the test set (``test_mse``, ... beside ``test_score``, the
+study's scorer), each trial's on its validation rows (``val_mse``, ...)."""
 
 from __future__ import annotations
 
+import logging
 import math
 from typing import Any
 
 import numpy as np
 from sklearn import metrics
 from sklearn.base import is_classifier
+
+_log = logging.getLogger(__name__)
 
 
 def named_metrics(model: Any, X: Any, y: Any, prefix: str = "test_") -> dict[str, float]:
@@ -37,3 +41,13 @@ def _probabilistic(model: Any, X: Any, y: Any) -> dict[str, float]:
         found["roc_auc"] = metrics.roc_auc_score(y, scores, multi_class="ovr", labels=classes if proba.shape[1] > 2
                                                  else None)
     return found
+
+
+def validation_metrics(model: Any, X: Any, y: Any) -> dict[str, float]:
+    """A trial's ``val_`` metrics on the rows it was scored on; a metric that cannot be computed there (say, a
+    class missing from a small fold) leaves them all out with a note in the log, and never fails the trial."""
+    try:
+        return named_metrics(model, X, y, prefix="val_")
+    except ValueError as exc:
+        _log.info("hpsearch: no named validation metrics for this fold: %s", exc)
+        return {}

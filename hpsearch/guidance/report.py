@@ -7,8 +7,8 @@ plot the record cannot support, e.g. the score plots when no trial finished.
 
 from __future__ import annotations
 
-import importlib.util
 import json
+import logging
 import math
 import sys
 from collections.abc import Callable, Sequence
@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import optuna
 from matplotlib import colormaps
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.cm import ScalarMappable
@@ -24,11 +23,13 @@ from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from hpsearch.guidance.importance import optuna_study, param_importances, param_names, spans_decade
+from hpsearch.guidance.html_report import write_html
+from hpsearch.guidance.importance import param_importances, param_names, spans_decade
 from hpsearch.space.dimensions import is_number
 from hpsearch.tracking.recorded import StudyRecord, TrialRecord
 
 MAX_CURVE_PANELS = 12
+_log = logging.getLogger(__name__)
 
 
 def _finite(value: float) -> bool:
@@ -171,21 +172,10 @@ def _importance_plot(record: StudyRecord, importances: dict[str, float]) -> Figu
     return fig
 
 
-def _write_interactive(record: StudyRecord, path: Path) -> bool:
-    """Optuna's plotly figures on one HTML page, only where plotly is installed."""
-    if importlib.util.find_spec("plotly") is None or len(record.finished) < 2:
-        return False
-    study, vis = optuna_study(record), optuna.visualization
-    figures = [vis.plot_optimization_history(study), vis.plot_parallel_coordinate(study),
-               vis.plot_param_importances(study)]
-    body = "\n".join(f.to_html(full_html=False, include_plotlyjs=i == 0) for i, f in enumerate(figures))
-    path.write_text(f"<html><head><meta charset='utf-8'><title>{record.name}</title></head><body>{body}</body></html>",
-                    encoding="utf-8")
-    return True
-
-
-def write_report(record: StudyRecord, folder: Path) -> list[Path]:
-    """Write the report's PNGs (and ``interactive.html`` where plotly is installed); returns the files written."""
+def write_report(record: StudyRecord, folder: Path, html: bool = True) -> list[Path]:
+    """Write the report's PNGs and (``html``) its interactive page, ``report.html``
+    (:mod:`hpsearch.guidance.html_report`); returns the files written. A page plotly cannot draw is a warning:
+    the PNGs are written all the same."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     figures = {
@@ -201,8 +191,13 @@ def write_report(record: StudyRecord, folder: Path) -> list[Path]:
         if fig is not None:
             FigureCanvasAgg(fig).print_png(folder / name)
             written.append(folder / name)
-    if _write_interactive(record, folder / "interactive.html"):
-        written.append(folder / "interactive.html")
+    if html:
+        try:
+            if write_html(record, folder / "report.html"):
+                written.append(folder / "report.html")
+        except Exception as exc:  # noqa: BLE001  (the PNGs stand on their own)
+            _log.warning("hpsearch: the interactive report.html was not written (%s: %s); the PNGs were",
+                         type(exc).__name__, str(exc).splitlines()[0] if str(exc) else "")
     return written
 
 
@@ -213,6 +208,7 @@ def report_process_main() -> int:
     the study ended without a report) and draws the record (:meth:`StudyRecord.to_dict`) into the folder, which
     the tracker attaches to the study run. A failure is one line on stderr and exit code 1.
     """
+    logging.basicConfig(format="%(message)s", level=logging.WARNING)  # warnings: stderr, which the tracker relays
     line = sys.stdin.readline()
     if not line.strip():
         return 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from sklearn.base import is_classifier
@@ -16,6 +17,7 @@ from hpsearch.evaluation.fitting import StudyFitter
 from hpsearch.evaluation.folds import DEFAULT_SCORING, Splits, make_folds
 from hpsearch.models.backend_choice import BackendChoice, choose_backend, use_backend
 from hpsearch.models.estimator import check_params, resolve_factory
+from hpsearch.results import DataSplits
 from hpsearch.space.dimensions import Fixed
 from hpsearch.space.space import SearchSpace, conditioned_on_optimizer
 from hpsearch.strategies import make_strategy
@@ -51,7 +53,8 @@ class Plan:
             return NullTracker()
         from hpsearch.tracking.mlflow_tracker import MlflowTracker
 
-        return MlflowTracker(tracking.resolved_uri(), self.study.experiment_name, tracking.log_models)
+        return MlflowTracker(tracking.resolved_uri(), self.study.experiment_name, tracking.log_models,
+                             system_metrics=tracking.system_metrics)
 
 
 def plan_study(study: StudyConfig) -> Plan:
@@ -111,6 +114,20 @@ def final_model(study: StudyConfig, task: str) -> str:
 def wants_auto_learning_rate(study: StudyConfig) -> bool:
     """``learning_rate: auto`` in the space: the LR range test sets the searched range."""
     return study.search.space.get("learning_rate") == Fixed("auto")
+
+
+def data_splits(plan: Plan) -> DataSplits:
+    """The study's splits as its tracker records them (MLflow datasets): training, validation, test; the trials
+    use the training split (their folds, under cross-validation) and, under holdout, the validation split."""
+    data, config = plan.data, plan.study.data
+    splits = {"training": (data.X_train, data.y_train)}
+    if data.X_valid is not None:
+        splits["validation"] = (data.X_valid, data.y_valid)
+    splits["test"] = (data.X_test, data.y_test)
+    source = None if config.dataset else str(Path(config.path).resolve())  # None: MLflow names the code (hpsearch)
+    roles = ("training",) if plan.study.search.cv else ("training", "validation")
+    return DataSplits(config.dataset or Path(config.path).stem, source, splits, data.feature_names, data.target_names,
+                      roles)
 
 
 def study_params(plan: Plan, scoring: str) -> dict[str, Any]:

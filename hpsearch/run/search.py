@@ -16,7 +16,7 @@ from hpsearch.errors import RefitFailed, TrialFailed, mask_credentials
 from hpsearch.evaluation.evaluator import Evaluator
 from hpsearch.evaluation.metrics import named_metrics
 from hpsearch.models.ensemble import select_ensemble
-from hpsearch.results import NoObserver, StudyResult, TrialObserver
+from hpsearch.results import DataSplits, NoObserver, StudyResult, TrialObserver
 from hpsearch.strategies.base import Strategy
 from hpsearch.tracking.base import Tracker
 
@@ -29,14 +29,15 @@ def run_search(name: str, strategy: Strategy, evaluator: Evaluator, tracker: Tra
                study_text: str, refit: Refit | None,
                test: tuple[Any, Any] | None = None, observer: TrialObserver | None = None,
                report: bool = False, final: str = "refit", validation: tuple[Any, Any] | None = None,
-               ensemble_size: int = 5) -> StudyResult:
+               ensemble_size: int = 5, datasets: DataSplits | None = None) -> StudyResult:
     """Search with ``strategy``, deliver the best candidate's model, score it once on ``test``, record it all.
 
     ``refit=None`` is a worker's share of a study: trials only; the study run is closed by the
     last worker out, and refitting is left to ``hpsearch run``. ``report``: draw the study's report
     (behind the refit) when the search is over. ``final``: ``best_trial`` delivers the best trial's own model
     when this process trained it (else its params are refitted), ``refit`` refits them on all the training data.
-    ``validation``: where the delivered model's validation score is measured.
+    ``validation``: where the delivered model's validation score is measured. ``datasets``: the splits the tracker
+    records as the study's data.
     """
     offset = 0
     observer = observer or NoObserver()
@@ -47,6 +48,8 @@ def run_search(name: str, strategy: Strategy, evaluator: Evaluator, tracker: Tra
     study_run = tracker.start_study(name, study_params, study_text, resume=shared.resumes(),
                                     run_id=shared.shared_run_id())
     shared.share_run_id(study_run)
+    if datasets is not None:
+        tracker.log_datasets(datasets)
     tracker.close_killed_trials(shared.killed_trials())
     evaluator.budget.start(shared.study_results([]))
     try:

@@ -30,7 +30,7 @@ from hpsearch.evaluation.evaluator import Evaluator
 from hpsearch.evaluation.fitting import EstimatorFitter, keras_step
 from hpsearch.evaluation.folds import Splits, make_folds
 from hpsearch.models.backend_choice import running_backend, use_backend
-from hpsearch.results import NoObserver, cv_results
+from hpsearch.results import DataSplits, NoObserver, cv_results
 from hpsearch.run.search import run_search
 from hpsearch.space.dimensions import as_dimension
 from hpsearch.space.space import SearchSpace
@@ -116,6 +116,24 @@ class SearchCV(MetaEstimatorMixin, BaseEstimator):
         The Optuna study (``strategy="optuna"``).
     study_run_id_ : str or None
         The MLflow study run (None with ``tracking=False``).
+
+    See Also
+    --------
+    KerasMLPRegressor, KerasMLPClassifier : the chapter's MLP as estimators to search.
+    load_best : the refit best model of a recorded study, in a later session.
+
+    Examples
+    --------
+    >>> import hpsearch
+    >>> from sklearn.datasets import load_breast_cancer
+    >>> X, y = load_breast_cancer(return_X_y=True)
+    >>> search = hpsearch.SearchCV(
+    ...     hpsearch.KerasMLPClassifier(epochs=20, early_stopping=5),
+    ...     space={"n_neurons": hpsearch.Int(8, 64), "learning_rate": hpsearch.Float(1e-3, 3e-2, log=True)},
+    ...     strategy="optuna", n_trials=4, cv=3, experiment="breast-cancer")
+    >>> search.fit(X, y)  # doctest: +SKIP
+    >>> search.best_params_  # doctest: +SKIP
+    {'n_neurons': 41, 'learning_rate': 0.0071...}
     """
 
     def __init__(self, estimator: Any, space: dict[str, Any], *, strategy: str = "random", n_trials: int = 10,
@@ -199,7 +217,8 @@ class SearchCV(MetaEstimatorMixin, BaseEstimator):
             return model
 
         result = run_search(self.experiment, strategy, evaluator, tracker, self._study_params(space, X, y, seed),
-                            self._describe(space), refit if self.refit else None)
+                            self._describe(space), refit if self.refit else None,
+                            datasets=DataSplits(self.experiment, None, {"training": (X, y)}, trial_roles=("training",)))
         if result.best is None:
             reasons = "; ".join(f"{r} (x{n})" for r, n in result.failure_counts().items())
             raise ValueError(f"every one of the {len(result.trials)} candidates failed: {reasons}")

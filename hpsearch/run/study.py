@@ -14,7 +14,7 @@ from hpsearch.evaluation.evaluator import Evaluator
 from hpsearch.evaluation.execution import make_executor
 from hpsearch.guidance.lr_finder import RangeTest, optimizers_of, plot, range_test
 from hpsearch.results import NoObserver, StudyResult, TrialObserver
-from hpsearch.run.plan import Plan, final_model, plan_study, study_params, wants_auto_learning_rate
+from hpsearch.run.plan import Plan, data_splits, final_model, plan_study, study_params, wants_auto_learning_rate
 from hpsearch.run.search import run_search, trial_setup
 from hpsearch.space.dimensions import Categorical
 from hpsearch.space.space import SearchSpace, conditioned_on_optimizer
@@ -92,7 +92,7 @@ def run_study(study: StudyConfig, study_text: str, observer: TrialObserver | Non
         result = run_search(study.name, plan.strategy, evaluator, tracker, {**study_params(plan, scoring), **auto},
                             study_text, None if worker else refit, test=(data.X_test, data.y_test),
                             observer=observer, report=study.tracking.report, final=final,
-                            validation=validation, ensemble_size=search.ensemble_size)
+                            validation=validation, ensemble_size=search.ensemble_size, datasets=data_splits(plan))
     return result
 
 

@@ -64,7 +64,25 @@ def _check_range(low: Any, high: Any, log: bool) -> None:
 
 @dataclass(frozen=True)
 class Int:
-    """An integer in [low, high] (both inclusive), optionally log-uniform, with a step."""
+    """An integer in [low, high] (both inclusive), optionally log-uniform, with a step.
+
+    Parameters
+    ----------
+    low, high : int
+        The bounds, both included.
+    log : bool, default False
+        Sample log-uniformly (widths from 1 to 1000: as many small as large values); needs ``low >= 1``.
+    step : int, default 1
+        Only ``low``, ``low + step``, ... (not with ``log``).
+
+    Examples
+    --------
+    >>> import hpsearch
+    >>> hpsearch.Int(1, 100)  # the chapter's np.arange(1, 100), n_neurons
+    Int(low=1, high=100, log=False, step=1)
+    >>> hpsearch.Int(16, 512, log=True)
+    Int(low=16, high=512, log=True, step=1)
+    """
 
     low: int
     high: int
@@ -91,7 +109,23 @@ class Int:
 
 @dataclass(frozen=True)
 class Float:
-    """A float in [low, high]; ``log=True`` is the chapter's ``reciprocal(low, high)``."""
+    """A float in [low, high]; ``log=True`` is the chapter's ``reciprocal(low, high)``.
+
+    Parameters
+    ----------
+    low, high : float
+        The bounds.
+    log : bool, default False
+        Sample log-uniformly (the chapter's advice for learning rates); needs ``low > 0``.
+    step : float, optional
+        Only ``low``, ``low + step``, ... (not with ``log``).
+
+    Examples
+    --------
+    >>> import hpsearch
+    >>> hpsearch.Float(3e-4, 3e-2, log=True)  # the chapter's reciprocal(3e-4, 3e-2), learning_rate
+    Float(low=0.0003, high=0.03, log=True, step=None)
+    """
 
     low: float
     high: float
@@ -113,7 +147,26 @@ class Float:
 
 @dataclass(frozen=True)
 class Categorical:
-    """One of a list of choices (numbers, strings, booleans, or lists such as layer widths)."""
+    """One of a list of choices (numbers, strings, booleans, or lists such as layer widths).
+
+    Parameters
+    ----------
+    choices : sequence
+        The values, tried in order by grid search, sampled uniformly otherwise.
+
+    Attributes
+    ----------
+    choices : tuple
+        The values as plain Python (numpy scalars converted: Keras 3 refuses them).
+
+    Examples
+    --------
+    >>> import hpsearch
+    >>> hpsearch.Categorical(["sgd", "adam", "nadam"])
+    Categorical(choices=('sgd', 'adam', 'nadam'))
+    >>> hpsearch.Categorical([[100, 100, 100], [300, 100, 30]])  # same-width vs pyramid layers
+    Categorical(choices=([100, 100, 100], [300, 100, 30]))
+    """
 
     choices: tuple = field(default_factory=tuple)
 
@@ -126,7 +179,19 @@ class Categorical:
 
 @dataclass(frozen=True)
 class Fixed:
-    """A single value: part of the space for bookkeeping, never searched."""
+    """A single value: part of the space for bookkeeping, never searched.
+
+    Parameters
+    ----------
+    value : object
+        The value every candidate gets (``"auto"`` for ``learning_rate``: the LR range test sets the range).
+
+    Examples
+    --------
+    >>> import hpsearch
+    >>> hpsearch.Fixed("adam")
+    Fixed(value='adam')
+    """
 
     value: Any
 
@@ -136,7 +201,20 @@ class Fixed:
 
 @dataclass(frozen=True)
 class Distribution:
-    """Any other scipy.stats distribution (an object with ``rvs``): usable by random search only."""
+    """Any other scipy.stats distribution (an object with ``rvs``): usable by random search only.
+
+    Parameters
+    ----------
+    dist : scipy.stats frozen distribution
+        Sampled with its ``rvs``.
+
+    Examples
+    --------
+    >>> from scipy.stats import norm
+    >>> from hpsearch.space.dimensions import Distribution
+    >>> Distribution(norm(0.2, 0.05))  # say, a dropout rate (SearchCV wraps scipy distributions itself)
+    Distribution(norm(0.2, 0.05))
+    """
 
     dist: Any
 

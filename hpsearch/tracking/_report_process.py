@@ -3,9 +3,12 @@ refitted, started by module name so that this package never imports the plotting
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 from pathlib import Path
+
+_log = logging.getLogger(__name__)
 
 _REPORT_SECONDS = 600.0
 # ``python -m hpsearch.guidance.report`` at a lower CPU priority (os.nice: POSIX only)
@@ -23,7 +26,8 @@ def child_env() -> dict[str, str]:
 
 
 def draw_report(process: subprocess.Popen, request: str) -> str | None:
-    """Send the report process its one request and wait for it to exit: None, or why it failed."""
+    """Send the report process its one request and wait for it to exit: None, or why it failed. Its warnings (a
+    part of the report it could not draw) are passed on."""
     try:
         _, errors = process.communicate(request + "\n", timeout=_REPORT_SECONDS)
     except subprocess.TimeoutExpired:
@@ -31,5 +35,8 @@ def draw_report(process: subprocess.Popen, request: str) -> str | None:
         process.communicate()
         return f"no report after {_REPORT_SECONDS:g} s"
     if process.returncode == 0:
+        for line in errors.splitlines():
+            if line.startswith("hpsearch: "):
+                _log.warning("%s", line)
         return None
     return errors.strip().splitlines()[-1] if errors.strip() else f"exit code {process.returncode}"

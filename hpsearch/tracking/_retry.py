@@ -11,10 +11,11 @@ import re
 import time
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import urlsplit
 
 from mlflow.exceptions import MlflowException
 
-from hpsearch.errors import ConfigError, TrackingUnavailable, mask_credentials, mask_credentials_in_text
+from hpsearch.errors import ConfigError, TrackingError, TrackingUnavailable, mask_credentials, mask_credentials_in_text
 
 _log = logging.getLogger(__name__)
 
@@ -22,6 +23,24 @@ _MAX_DELAY = 15.0  # between two tries of a failed tracking call
 _TRANSIENT_CODES = {"INTERNAL_ERROR", "TEMPORARILY_UNAVAILABLE", "REQUEST_LIMIT_EXCEEDED"}
 RETRY_SECONDS_VAR = "HPSEARCH_TRACKING_RETRY_SECONDS"
 DEFAULT_RETRY_SECONDS = 120.0
+
+
+def check_server(tracking_uri: str) -> None:
+    """Fail fast, before any training, when the tracking server at ``tracking_uri`` does not answer (a store
+    without a server is not checked)."""
+    if urlsplit(tracking_uri).scheme not in ("http", "https"):
+        return
+    import requests
+
+    try:
+        requests.get(tracking_uri.rstrip("/") + "/health", timeout=5).raise_for_status()
+    except requests.RequestException as exc:
+        raise TrackingError(
+            f"the MLflow tracking server at {mask_credentials(tracking_uri)} does not answer "
+            f"({type(exc).__name__}); start it, record offline with `hpsearch run --offline` and copy the "
+            "study later with `hpsearch sync`, or unset tracking.uri / MLFLOW_TRACKING_URI to record "
+            "locally in ./mlflow.db"
+        ) from None
 
 
 def transient(exc: Exception) -> bool:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
-from hpsearch.results import StudyResult, TrialResult
+from hpsearch.results import DataSplits, StudyResult, TrialResult
 
 
 class TrialRun(Protocol):
@@ -23,6 +23,9 @@ class Tracker(Protocol):
     def check_reachable(self) -> None: ...
     def start_study(self, name: str, params: dict[str, Any], study_text: str, resume: bool,
                     run_id: str | None = None) -> str | None: ...
+    def log_datasets(self, data: DataSplits) -> None:
+        """Record the study's data on the study record, and on each trial record from now on what it used."""
+
     def close_killed_trials(self, numbers: list[int]) -> None: ...
     def start_trial(self, number: int, params: dict[str, Any]) -> TrialRun: ...
     def end_trial(self, run: TrialRun, result: TrialResult, model: Any = None) -> None:
@@ -57,6 +60,9 @@ class NullTracker:
     def start_study(self, name: str, params: dict[str, Any], study_text: str, resume: bool,
                     run_id: str | None = None) -> None:
         return None
+
+    def log_datasets(self, data: DataSplits) -> None:
+        pass
 
     def close_killed_trials(self, numbers: list[int]) -> None:
         pass

@@ -30,16 +30,20 @@ from mlflow.entities import RunInfo
 from mlflow.exceptions import MlflowException
 
 from hpsearch.errors import TrackingError, TrackingUnavailable, mask_credentials, mask_credentials_in_text
-from hpsearch.results import StudyResult, TrialResult
+from hpsearch.results import DataSplits, StudyResult, TrialResult, params_text
 from hpsearch.tracking._report_process import REPORT_PROCESS, child_env, draw_report
-from hpsearch.tracking._retry import Retry, retry_budget, short_error
+from hpsearch.tracking._retry import Retry, check_server, retry_budget, short_error
 from hpsearch.tracking._run import BufferedRun, log_table, package_versions, save_model, warm_model_saving
 from hpsearch.tracking._settings import quiet_mlflow
-from hpsearch.tracking.layout import EXPERIMENT_TAGS, STATUS, fold_prefix
+from hpsearch.tracking.datasets import RunDatasets
+from hpsearch.tracking.layout import EXPERIMENT_TAGS, STATUS, fold_prefix, study_description
+from hpsearch.tracking.lr_find_run import log_range_test
 from hpsearch.tracking.reading import collect
 from hpsearch.tracking.registry import register_champion, registry_name
+from hpsearch.tracking.system_metrics import SystemMetrics
 
 _log = logging.getLogger(__name__)
+_RUN_NAME_CHARACTERS = 120  # the runs table shows about this much of a name
 
 
 class MlflowTracker:
@@ -50,9 +54,10 @@ class MlflowTracker:
     """
 
     def __init__(self, tracking_uri: str, experiment: str, log_models: bool = True,
-                 retry_seconds: float | None = None) -> None:
+                 retry_seconds: float | None = None, system_metrics: bool = False) -> None:
         quiet_mlflow()
         self.tracking_uri, self.experiment_name, self.log_models = tracking_uri, experiment, log_models
+        self._system_metrics = SystemMetrics(tracking_uri) if system_metrics else None
         self._client: MlflowClient | None = None
         self.experiment_id: str | None = None
         self.study: BufferedRun | None = None
@@ -62,6 +67,7 @@ class MlflowTracker:
         self._tried: set[int] = set()
         self._uploads: ThreadPoolExecutor | None = None
         self._uploading: list[Future] = []
+        self._datasets = RunDatasets(lambda: self.client, self._retry)
 
     @property
     def client(self) -> MlflowClient:
@@ -72,20 +78,7 @@ class MlflowTracker:
 
     def check_reachable(self) -> None:
         """Fail fast, before any training, when the tracking server does not answer."""
-        if urlsplit(self.tracking_uri).scheme not in ("http", "https"):
-            return
-        import requests
-
-        url = self.tracking_uri.rstrip("/") + "/health"
-        try:
-            requests.get(url, timeout=5).raise_for_status()
-        except requests.RequestException as exc:
-            raise TrackingError(
-                f"the MLflow tracking server at {mask_credentials(self.tracking_uri)} does not answer "
-                f"({type(exc).__name__}); start it, record offline with `hpsearch run --offline` and copy the "
-                "study later with `hpsearch sync`, or unset tracking.uri / MLFLOW_TRACKING_URI to record "
-                "locally in ./mlflow.db"
-            ) from None
+        check_server(self.tracking_uri)
 
     def ensure_experiment(self) -> str:
         """The id of the experiment (created, or restored when deleted)."""
@@ -114,6 +107,8 @@ class MlflowTracker:
         except (MlflowException, TrackingUnavailable) as exc:
             raise self._unavailable(exc) from None
         self._in_background(warm_model_saving)
+        if self._system_metrics is not None:
+            self._system_metrics.start(run_id)
         return run_id
 
     def _start_study(self, name: str, params: dict[str, Any], study_text: str, resume: bool,
@@ -146,7 +141,7 @@ class MlflowTracker:
             self._retry("the study file", lambda: self.study.log_artifacts(Path(folder)))
         return self.study.run_id
 
-    def _create_trial(self, number: int) -> RunInfo:
+    def _create_trial(self, number: int, params: dict[str, Any]) -> RunInfo:
         study = self.study.run_id
         if number in self._tried:  # an earlier try may have reached the server before failing: reuse its run
             found = self.client.search_runs(
@@ -157,21 +152,31 @@ class MlflowTracker:
                 return found[0].info
         self._tried.add(number)
         info = self._new_trial_run(number, {"hpsearch.state": "running",
-                                            "hpsearch.process": f"{socket.gethostname()}:{os.getpid()}"})
+                                            "hpsearch.process": f"{socket.gethostname()}:{os.getpid()}"}, params)
         self._tried.discard(number)
+        self._datasets.log_trial(info.run_id)
         return info
 
-    def _new_trial_run(self, number: int, tags: dict[str, str]) -> RunInfo:
-        """A child run ``trial-NNN`` of the study run."""
-        return self.client.create_run(self.experiment_id, run_name=f"trial-{number:03d}", tags={
+    def log_datasets(self, data: DataSplits) -> None:
+        """Every split as an MLflow dataset on the study run; each trial run created from now on gets those it
+        trained and was scored on (:mod:`hpsearch.tracking.datasets`)."""
+        self._datasets.log_study(self.study.run_id, data)
+
+    def _new_trial_run(self, number: int, tags: dict[str, str], params: dict[str, Any] | None = None) -> RunInfo:
+        """A child run of the study run named ``trial-NNN`` and its params (``trial-003 n_hidden=2, ...``: the
+        runs table tells trials apart at a glance), which its description repeats in full."""
+        described = params_text(params or {})
+        name = f"trial-{number:03d} {described}"[:_RUN_NAME_CHARACTERS].strip()
+        return self.client.create_run(self.experiment_id, run_name=name, tags={
             "mlflow.parentRunId": self.study.run_id, "hpsearch.role": "trial", "hpsearch.trial": str(number),
-            **tags}).info
+            **({"mlflow.note.content": f"trial {number}: {described}"} if described else {}), **tags}).info
 
     def start_trial(self, number: int, params: dict[str, Any]) -> BufferedRun:
         """Open the child run of one trial with its sampled params on the upload thread, while the trial trains
         (what MLflow refuses or misses stays buffered and goes with the trial's curves or its end)."""
         trial = self._open_trial = BufferedRun(self.client, None, self._retry, f"trial {number}",
-                                        create=lambda: self._create_trial(number), background=self._in_background)
+                                        create=lambda: self._create_trial(number, params),
+                                        background=self._in_background)
         trial.log_params(params, now=False)
         trial.opened = self._in_background(trial.send_once)
         return trial
@@ -186,6 +191,8 @@ class MlflowTracker:
             if len(result.fold_scores) > 1:
                 metrics.update({f"{fold_prefix(k, True)}score": s for k, s in enumerate(result.fold_scores)})
         run.log_metrics({k: v for k, v in metrics.items() if math.isfinite(v)})
+        if result.val_metrics:  # a step past the last epoch: Keras' own val_accuracy curve may share the name
+            run.log_metrics(result.val_metrics, step=max(result.fold_epochs, default=0))
         tags = {"hpsearch.state": result.state}
         if result.reason:
             tags["hpsearch.reason"] = result.reason
@@ -268,11 +275,16 @@ class MlflowTracker:
             self._uploading.pop(0).result()
 
     def _stop_uploads(self) -> None:
-        """End the upload thread (a later upload starts another)."""
+        """End the upload thread (a later upload starts another), and the system metrics monitor."""
+        self._stop_system_metrics()
         self.wait()
         if self._uploads is not None:
             self._uploads.shutdown()
             self._uploads = None
+
+    def _stop_system_metrics(self) -> None:
+        if self._system_metrics is not None:
+            self._system_metrics.stop()
 
     def _send_unsent(self, wait: bool) -> None:
         """Finish the trial records the server missed, oldest first; stop at the first that still fails."""
@@ -289,6 +301,7 @@ class MlflowTracker:
         When the server stays gone, what it missed is listed in a warning and the refit best model
         is saved under ``./hpsearch-unsent/`` so the study's outcome is not lost.
         """
+        self._stop_system_metrics()  # before the run closes: the monitor sends what it sampled last
         self.wait()
         self._send_unsent(wait=True)
         best = result.best
@@ -307,6 +320,7 @@ class MlflowTracker:
             study.log_metrics({"final_valid_score": result.final_valid_score})
         if extra:
             study.set_tags({f"hpsearch.{k}": v for k, v in extra.items()})
+        study.set_tags({"mlflow.note.content": study_description(result)})
         try:
             if result.trials:  # one table of every trial (MLflow's artifact view shows it as a table)
                 self._retry("the trials table", lambda: log_table(self.client, study.run_id, result.trials_table()))
@@ -358,31 +372,10 @@ class MlflowTracker:
     def log_range_test(self, study_name: str, test: Any, plot_path: Path) -> str:
         """One run (tag ``hpsearch.role=lr-find``): the loss and LR per step, the findings, the plot."""
         try:
-            return self._log_range_test(study_name, test, plot_path)
+            experiment_id = self._retry("the experiment", self.ensure_experiment)
+            return log_range_test(self.client, self._retry, experiment_id, study_name, test, plot_path)
         except TrackingUnavailable as exc:
             raise self._unavailable(exc) from None
-
-    def _log_range_test(self, study_name: str, test: Any, plot_path: Path) -> str:
-        experiment_id = self._retry("the experiment", self.ensure_experiment)
-        suffix = f"-{test.optimizer}" if test.optimizer else ""
-        run = BufferedRun(self.client, None, self._retry, f"lr-find{suffix}", create=lambda: self.client.create_run(
-            experiment_id, run_name=f"lr-find{suffix}",
-            tags={"hpsearch.role": "lr-find", "hpsearch.study": study_name}).info)
-        run.log_params({"optimizer": test.optimizer, "start_lr": float(test.lrs[0]) if len(test.lrs) else None,
-                        "iterations": len(test.lrs)})
-        for step, (lr, loss) in enumerate(zip(test.lrs, test.losses)):
-            values = {"lr": lr, "loss": loss}
-            if step < len(test.smoothed):
-                values["loss_smoothed"] = test.smoothed[step]
-            run.log_metrics({k: v for k, v in values.items() if math.isfinite(v)}, step=step)
-        findings = {k: getattr(test, k) for k in ("divergence_lr", "suggested_lr", "steepest_lr")}
-        run.log_metrics({k: v for k, v in findings.items() if v is not None})
-        if test.problems:
-            run.set_tags({"hpsearch.problems": " | ".join(test.problems)})
-        run.flush()
-        self._retry("the range-test plot", lambda: self.client.log_artifact(run.run_id, str(plot_path)))
-        run.finish(status="FINISHED")
-        return run.run_id
 
     def abort(self, reason: str, status: str = "KILLED") -> None:
         """Close the open trial run and the study run (KILLED or FAILED) so nothing is left RUNNING."""

@@ -47,10 +47,34 @@ def latest_study_run(experiment: str, tracking_uri: str | None = None) -> tuple[
 
 
 def load_best(name: str, tracking_uri: str | None = None) -> Any:
-    """The refit best model of a study, ready to ``predict``: ``name`` is an experiment (its newest
-    finished study) or a registered model (``<study>-best``, alias ``champion``).
+    """The delivered model of a recorded study, ready to ``predict``.
 
-    That is whatever the search fitted: the whole pipeline when a pipeline was searched.
+    It is whatever the search delivered (the refit, the best trial's model or the ensemble, ``search.final``):
+    the whole pipeline, the scaler included, when a pipeline was searched. It loads on any Keras backend.
+
+    Parameters
+    ----------
+    name : str
+        An experiment (its newest finished study run's model) or a registered model (``<study>-best``: its
+        ``champion`` version).
+    tracking_uri : str, optional
+        Where the study was recorded. Default: ``$MLFLOW_TRACKING_URI``, else ``sqlite:///mlflow.db`` here.
+
+    Returns
+    -------
+    estimator
+        The fitted scikit-learn estimator (``predict``, and ``predict_proba`` for classifiers).
+
+    Raises
+    ------
+    TrackingError
+        No such experiment or registered model, or no finished study in it.
+
+    Examples
+    --------
+    >>> import hpsearch
+    >>> model = hpsearch.load_best("quickstart")  # doctest: +SKIP
+    >>> model.predict(X_new)  # doctest: +SKIP
     """
     uri = resolve_uri(tracking_uri)
     mlflow.set_tracking_uri(uri)

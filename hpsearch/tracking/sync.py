@@ -121,6 +121,8 @@ def _copy_run(source: MlflowClient, target: MlflowClient, run: Any, experiment_i
                for key in run.data.metrics for m in source.get_metric_history(run.info.run_id, key)]
     for start in range(0, len(history), 1000):
         target.log_batch(run_id, metrics=history[start:start + 1000])
+    if run.inputs and run.inputs.dataset_inputs:
+        target.log_inputs(run_id, datasets=run.inputs.dataset_inputs)
     if source.list_artifacts(run.info.run_id):
         with tempfile.TemporaryDirectory() as folder:
             local = source.download_artifacts(run.info.run_id, "", folder)
