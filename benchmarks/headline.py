@@ -72,6 +72,8 @@ def main() -> None:
     parser.add_argument("--json", default=None, help="also write the figures to this JSON file (run.py)")
     parser.add_argument("--ablation", action="store_true",
                         help="instead: hpsearch with one change at a time, at the last budget (default 300 s)")
+    parser.add_argument("--variants", nargs="+", choices=list(ABLATION), default=list(ABLATION),
+                        help="--ablation: only these variants")
     args = parser.parse_args()
     data = data_file(args.data)
     budgets = args.budgets or ([20.0] if args.quick else [30.0, 60.0, 300.0])
@@ -84,7 +86,7 @@ def main() -> None:
         folder = folder.parent / "ablation"
         folder.mkdir(parents=True, exist_ok=True)
         for seed in seeds:
-            for variant in ABLATION:
+            for variant in args.variants:
                 print(f"== hpsearch {variant} budget {budgets[-1]:.0f} s seed {seed}", flush=True)
                 run_one("hpsearch", budgets[-1], seed, data, folder, variant)
         print(table(figures_of(load_rows(folder), by_variant=True)))
