@@ -36,7 +36,7 @@ def test_defaults(monkeypatch):
     assert isinstance(study, StudyConfig)
     assert study.seed == 42
     assert study.search.cv is None and study.search.strategy == "optuna"  # the defaults that won (RESULTS.md)
-    assert study.search.pruner == "hyperband" and study.search.final == "auto"
+    assert study.search.pruner == "none" and study.search.final == "auto"  # the ablation's winner
     assert study.search.n_trials == 10
     assert study.search.scoring is None
     assert study.search.space == {}

@@ -201,3 +201,25 @@ def test_server_gone_for_good_the_study_still_finishes(tmp_path):
     model = mlflow.sklearn.load_model(str(saved[0]))
     data = load_dataset(load_study(tmp_path / "study.yaml").data, 0)
     assert model.predict(data.X_test).shape == (len(data.X_test),)
+
+
+def test_a_server_without_datasets_or_tables_records_the_rest_and_says_so_once(mlflow_server, workdir, monkeypatch,
+                                                                              caplog):
+    """An older MLflow server answers the dataset and table calls with "no such endpoint" (one cannot run here:
+    its refusal is what the client raises for it); the study still runs and says once what it could not record."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.protos.databricks_pb2 import ENDPOINT_NOT_FOUND
+
+    def refused(self, *args, **kwargs):
+        raise MlflowException("API endpoint not found", error_code=ENDPOINT_NOT_FOUND)
+
+    monkeypatch.setattr(MlflowClient, "log_inputs", refused)
+    monkeypatch.setattr(MlflowClient, "log_table", refused)
+    path = write_study(workdir, tiny_study(name="older-server", tracking__uri=mlflow_server, search__n_trials=3,
+                                           tracking__report=False))
+    assert main(["run", str(path)]) == 0
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert sum("did not take the study's datasets" in w for w in warnings) == 1, warnings
+    assert sum("the table trials.json was not recorded" in w for w in warnings) == 1, warnings
+    runs = _runs(MlflowClient(mlflow_server), "older-server")
+    assert len(runs) == 4 and {r.info.status for r in runs} == {"FINISHED"}

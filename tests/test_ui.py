@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import free_port, wait_for_http
+from tests.conftest import free_port, stop, wait_for_http
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -21,15 +21,6 @@ REPO = Path(__file__).resolve().parents[1]
 def _ui(folder: Path, port: int, *args: str, env: dict[str, str]) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "hpsearch", "ui", "--port", str(port), *args], cwd=folder,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
-
-
-def _stop(process: subprocess.Popen) -> None:
-    process.terminate()
-    try:
-        process.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
 
 
 @pytest.mark.slow
@@ -47,7 +38,7 @@ def test_hpsearch_ui_opens_the_runs_list_in_a_browser_unless_told_not_to(tmp_pat
         while time.monotonic() < deadline and not opened.exists():
             time.sleep(0.2)
     finally:
-        _stop(process)
+        stop(process)
     if no_browser:
         assert not opened.exists()
     else:
@@ -83,7 +74,7 @@ def quickstart_ui(tmp_path_factory):
         wait_for_http(f"http://127.0.0.1:{port}/health", process)
         yield printed.replace(":5000/", f":{port}/"), folder, done.stdout
     finally:
-        _stop(process)
+        stop(process)
 
 
 @pytest.fixture(scope="module")

@@ -84,8 +84,9 @@ class SearchCV(MetaEstimatorMixin, BaseEstimator):
         Seeds the candidates and the training.
     sampler : {"tpe", "random", "cmaes", "qmc"}, default "tpe"
         Optuna's sampler (``strategy="optuna"``).
-    pruner : {"none", "median", "successive_halving", "hyperband"}, default "hyperband"
-        Optuna's pruner, fed the validation loss per epoch.
+    pruner : {"none", "median", "successive_halving", "hyperband"}, default "none"
+        Optuna's pruner, fed the validation loss per epoch (none by default, as in study files: letting every
+        trial finish delivered better models than Hyperband's pruning, benchmarks/RESULTS.md).
     storage : str, optional
         An Optuna storage or fold-ledger URL (``sqlite:///optuna.db``, ``postgresql://...``): a re-run resumes.
     grid_points : int, default 3
@@ -139,7 +140,7 @@ class SearchCV(MetaEstimatorMixin, BaseEstimator):
     def __init__(self, estimator: Any, space: dict[str, Any], *, strategy: str = "random", n_trials: int = 10,
                  cv: Any = 3, scoring: str | None = None, refit: bool = True, experiment: str = "hpsearch",
                  tracking: bool = True, tracking_uri: str | None = None, log_models: bool = True,
-                 random_state: int | None = 42, sampler: str = "tpe", pruner: str = "hyperband",
+                 random_state: int | None = 42, sampler: str = "tpe", pruner: str = "none",
                  storage: str | None = None, grid_points: int = 3, timeout: float | None = None,
                  patience: int | None = None, min_delta: float = 0.0, backend: str | None = None) -> None:
         self.estimator, self.space, self.strategy, self.n_trials = estimator, space, strategy, n_trials
