@@ -19,8 +19,10 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def _ui(folder: Path, port: int, *args: str, env: dict[str, str]) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "hpsearch", "ui", "--port", str(port), *args], cwd=folder,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    """``hpsearch ui`` in ``folder``, its output (a line per request) in ``folder/ui.log``, never a full pipe."""
+    with open(folder / "ui.log", "w") as log:
+        return subprocess.Popen([sys.executable, "-m", "hpsearch", "ui", "--port", str(port), *args], cwd=folder,
+                                stdout=log, stderr=subprocess.STDOUT, env=env)
 
 
 @pytest.mark.slow
