@@ -38,10 +38,12 @@ def split_digest(X: Any, y: Any) -> str:
 
 def _frame(X: Any, y: Any, data: DataSplits) -> tuple[pd.DataFrame, str]:
     """The split as one table (features, then the target) and the target's column name."""
-    features = X if isinstance(X, pd.DataFrame) else pd.DataFrame(np.asarray(X).reshape(len(X), -1))
-    if not isinstance(X, pd.DataFrame) and len(data.feature_names) == features.shape[1]:
-        features.columns = list(data.feature_names)
-    features.columns = [str(c) for c in features.columns]
+    if isinstance(X, pd.DataFrame):
+        features = X.rename(columns=str)  # a new frame: the caller's keeps its own column labels
+    else:
+        features = pd.DataFrame(np.asarray(X).reshape(len(X), -1))
+        features.columns = list(data.feature_names) if len(data.feature_names) == features.shape[1] else [
+            str(c) for c in features.columns]
     target = np.asarray(y)
     names = list(data.target_names) if target.ndim == 2 and len(data.target_names) == target.shape[1] else []
     if target.ndim == 2:
