@@ -130,12 +130,14 @@ class StudyResult:
         """Every trial as one row (number, state, score, std, the ``val_`` metrics, epochs, duration, reason, then
         each param)."""
         names = sorted({name for trial in self.trials for name in trial.params})
-        metrics = sorted({name for trial in self.trials for name in trial.val_metrics})
+        trials = sorted(self.trials, key=lambda t: t.number)
+        validations = [trial.val_metrics for trial in trials]  # each trial's means over folds, computed once
+        metrics = sorted({name for validation in validations for name in validation})
         table: dict[str, list[Any]] = {column: [] for column in (
             "trial", "state", "score", "score_std", *metrics, "epochs", "duration_s", "reason", *names)}
-        for trial in sorted(self.trials, key=lambda t: t.number):
+        for trial, validation in zip(trials, validations):
             values = [trial.number, trial.state, trial.score, trial.score_std,
-                      *[trial.val_metrics.get(name, math.nan) for name in metrics],
+                      *[validation.get(name, math.nan) for name in metrics],
                       max(trial.fold_epochs, default=0), round(trial.duration_s, 3), trial.reason or ""]
             values += [_cell(trial.params.get(name)) for name in names]
             for column, value in zip(table, values):

@@ -191,8 +191,9 @@ class MlflowTracker:
             if len(result.fold_scores) > 1:
                 metrics.update({f"{fold_prefix(k, True)}score": s for k, s in enumerate(result.fold_scores)})
         run.log_metrics({k: v for k, v in metrics.items() if math.isfinite(v)})
-        if result.val_metrics:  # a step past the last epoch: Keras' own val_accuracy curve may share the name
-            run.log_metrics(result.val_metrics, step=max(result.fold_epochs, default=0))
+        validation = result.val_metrics
+        if validation:  # a step past the last epoch: Keras' own val_accuracy curve may share the name
+            run.log_metrics(validation, step=max(result.fold_epochs, default=0))
         tags = {"hpsearch.state": result.state}
         if result.reason:
             tags["hpsearch.reason"] = result.reason
