@@ -34,13 +34,14 @@ ABLATION = {"default": [], "backend=tensorflow": ["training.backend=tensorflow"]
             "final=best_trial": ["search.final=best_trial"], "final=refit": ["search.final=refit"]}
 
 
-def schedule(budgets: list[float], seeds: list[int], chapter_seeds: list[int]) -> list[tuple[str, float, int]]:
+def schedule(budgets: list[float], seeds: list[int], chapter_seeds: list[int],
+             contenders: tuple[str, ...] = BUDGETED) -> list[tuple[str, float, int]]:
     """(contender, budget, seed) in running order: per budget and seed every contender once, rotated; the
     chapter's runs after the first budget's (a run cut short still has the ratio's denominator)."""
     runs = []
     for budget in budgets:
         for k, seed in enumerate(seeds):
-            order = BUDGETED[k % len(BUDGETED):] + BUDGETED[:k % len(BUDGETED)]
+            order = contenders[k % len(contenders):] + contenders[:k % len(contenders)]
             runs += [(contender, budget, seed) for contender in order]
         if budget == budgets[0]:
             runs += [("chapter", 0, seed) for seed in chapter_seeds]
@@ -70,6 +71,8 @@ def main() -> None:
     parser.add_argument("--results", default=None,
                         help=f"the folder of the JSON files (default {RESULTS}; --quick: a temporary one)")
     parser.add_argument("--json", default=None, help="also write the figures to this JSON file (run.py)")
+    parser.add_argument("--contenders", nargs="+", choices=BUDGETED, default=list(BUDGETED),
+                        help="only these budgeted contenders (to rerun one after a change of its defaults)")
     parser.add_argument("--ablation", action="store_true",
                         help="instead: hpsearch with one change at a time, at the last budget (default 300 s)")
     parser.add_argument("--variants", nargs="+", choices=list(ABLATION), default=list(ABLATION),
@@ -91,7 +94,7 @@ def main() -> None:
                 run_one("hpsearch", budgets[-1], seed, data, folder, variant)
         print(table(figures_of(load_rows(folder), by_variant=True)))
         return
-    for contender, budget, seed in schedule(budgets, seeds, chapter):
+    for contender, budget, seed in schedule(budgets, seeds, chapter, tuple(args.contenders)):
         print(f"== {contender} budget {budget:.0f} s seed {seed}", flush=True)
         run_one(contender, budget, seed, data, folder)
     rows = load_rows(folder)
