@@ -51,6 +51,10 @@ class RefitFailed(HpsearchError):
     exit_code = 1
 
 
+class Terminated(KeyboardInterrupt):  # noqa: N818  (an event, like KeyboardInterrupt)
+    """SIGTERM arrived (``docker compose stop``, a process manager): handled like Ctrl-C, exit code 143."""
+
+
 class InternalSignal(Exception):
     """Base class for what hpsearch's parts tell each other; caught inside hpsearch, never printed as an error."""
 

@@ -109,6 +109,7 @@ class StudyResult:
     ensemble: dict[int, int] | None = None  # the ensemble's members: trial number -> weight
     final_valid_score: float | None = None  # the delivered model's score on the validation split
     search_started: float | None = None  # time.time() when the search began (in this process or the one before it)
+    model_lost: str | None = None  # why the delivered model could not be saved in MLflow (a full artifact disk)
 
     @property
     def finished(self) -> list[TrialResult]:

@@ -236,14 +236,14 @@ def test_known_scoring_is_accepted(scoring):
     assert parse_study(tiny_study(search__scoring=scoring)).search.scoring == scoring
 
 
-@pytest.mark.parametrize("name", ["bad name", "-leading-dash", "", "a/b", "x" * 101, "émoji"])
+@pytest.mark.parametrize("name", ["bad name", "-leading-dash", "", "a/b", "a:b", "x" * 101, "emoji-\U0001F600"])
 def test_invalid_study_names(name):
     message = error_of(tiny_study(name=name))
-    assert "name: String should match pattern" in message
-    assert repr(name) in message
+    assert "name: a study name is 1 to 100 letters (of any alphabet), digits, '_', '.' or '-'" in message
+    assert repr(name)[:60] in message and "pattern" not in message
 
 
-@pytest.mark.parametrize("name", ["tiny", "my-study_1.v2", "2024", "x" * 100])
+@pytest.mark.parametrize("name", ["tiny", "my-study_1.v2", "2024", "x" * 100, "études-ü", "研究1"])
 def test_valid_study_names(name):
     assert parse_study(tiny_study(name=name)).name == name
 

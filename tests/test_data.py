@@ -253,7 +253,25 @@ def test_class_too_rare_to_stratify(tmp_path):
 
 def test_npz_without_y(tmp_path):
     np.savez(tmp_path / "a.npz", X=np.zeros((20, 2)))
-    with pytest.raises(DataError, match=r"a.npz holds arrays \['X'\]; hpsearch needs 'X' \(or 'x'\) and 'y'"):
+    with pytest.raises(DataError, match=r"a.npz holds arrays \['X'\]; hpsearch needs 'X' and 'y'.*either case"):
+        load_dataset(cfg(path=tmp_path / "a.npz"), seed=0)
+
+
+@pytest.mark.parametrize("names", [("X", "y", "X_test", "y_test"), ("x", "y", "x_test", "y_test"),
+                                   ("x", "Y", "X_test", "Y_test")])
+def test_npz_names_in_either_case(tmp_path, names):
+    """MNIST-1D ships lower-case x, y, x_test, y_test: every spelling of the four arrays reads alike."""
+    rng = np.random.default_rng(0)
+    arrays = dict(zip(names, (rng.normal(size=(40, 3)), rng.normal(size=40), rng.normal(size=(9, 3)),
+                              rng.normal(size=9)), strict=True))
+    np.savez(tmp_path / "a.npz", **arrays)
+    data = load_dataset(cfg(path=tmp_path / "a.npz"), seed=0)
+    assert len(data.X_test) == 9 and len(data.X_train) + len(data.X_valid) == 40
+
+
+def test_npz_with_half_a_test_set(tmp_path):
+    np.savez(tmp_path / "a.npz", x=np.zeros((20, 2)), y=np.ones(20), x_test=np.zeros((5, 2)))
+    with pytest.raises(DataError, match="optionally both 'X_test' and 'y_test'"):
         load_dataset(cfg(path=tmp_path / "a.npz"), seed=0)
 
 

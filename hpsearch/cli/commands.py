@@ -17,7 +17,7 @@ from hpsearch.config.loading import load_study
 from hpsearch.config.schema import DEFAULT_TRACKING_URI, StudyConfig, absolute_sqlite
 from hpsearch.errors import mask_credentials
 from hpsearch.results import StudyResult, params_text
-from hpsearch.run.workers import check_shared, handed_search_start, start_afresh, start_workers
+from hpsearch.run.workers import check_shared, handed_search_start, start_afresh, start_workers, wait_for_workers
 from hpsearch.tracking.layout import ui_address
 
 console = Console()
@@ -38,11 +38,15 @@ def _print_advice(study: StudyConfig) -> None:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from hpsearch.run.plan import plan_study, wants_auto_learning_rate
+    from hpsearch.run.plan import check_factory_builds, plan_study, wants_auto_learning_rate
 
     study, _ = _load(args)
     plan = plan_study(study)
     _print_advice(study)
+    if ":" in study.model.factory:  # the builtin mlp's names are checked without building
+        built = check_factory_builds(plan)
+        console.print(f"{study.model.factory} built and trained {built} model(s) on a few rows, one per categorical "
+                      "value: each builds", soft_wrap=True, highlight=False)
     if wants_auto_learning_rate(study):
         console.print("learning_rate: auto — `run` starts with a learning-rate range test per optimizer")
     fingerprint = plan.data.fingerprint()
@@ -92,7 +96,10 @@ def _print_summary(result: StudyResult) -> None:
     uri = mask_credentials(result.tracking_uri or "")
     console.print(f"MLflow: experiment {result.experiment_id}, study run {result.study_run_id} at {uri}",
                   soft_wrap=True)
-    if result.best_estimator is not None:
+    if result.model_lost:
+        err_console.print(f"the delivered model was not saved in MLflow ({result.model_lost}): free space where "
+                          "the artifacts go and run the study again", soft_wrap=True, highlight=False)
+    elif result.best_estimator is not None:
         console.print(f"best model: runs:/{result.study_run_id}/model", soft_wrap=True)
     console.print(f"open the UI: {_ui_words(uri, result.experiment_id)}", soft_wrap=True, highlight=False)
 
@@ -149,7 +156,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         open_shared_study(plan, text)  # one study run, made before the workers look for it
         each = f", each starting afresh every {recycled} trials" if recycled else ""
         console.print(f"{args.workers} workers on study {study.name!r}{each}; waiting for them")
-        failed = [w for w in start_workers(args.study, args.overrides, args.workers) if w.wait() != 0]
+        failed = [code for code in wait_for_workers(start_workers(args.study, args.overrides, args.workers)) if code]
         if failed:
             err_console.print(f"{len(failed)} worker(s) failed; finishing with the trials recorded")
     elif recycled:  # this process takes its share of trials like a worker, then starts afresh or refits

@@ -224,7 +224,7 @@ class ExecutionConfig(_Strict):
 class StudyConfig(_Strict):
     """A whole study file."""
 
-    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,99}$")
+    name: str
     data: DataConfig
     model: ModelConfig = Field(default_factory=ModelConfig)
     search: SearchConfig = Field(default_factory=SearchConfig)
@@ -233,6 +233,16 @@ class StudyConfig(_Strict):
     execution: ExecutionConfig = Field(default_factory=ExecutionConfig)
     seed: int = Field(42, ge=0, le=2**32 - 1)
     preset: Literal[tuple(PRESETS)] | None = None  # type: ignore[valid-type]
+
+    @field_validator("name")
+    @classmethod
+    def _name_in_words(cls, value: str) -> str:
+        allowed = all(c.isalnum() or c in "_.-" for c in value) and value[:1].isalnum()
+        if not (allowed and len(value) <= 100):
+            raise ValueError(f"a study name is 1 to 100 letters (of any alphabet), digits, '_', '.' or '-', starting "
+                             f"with a letter or a digit (it names the MLflow experiment, the Optuna study and the "
+                             f"registered model); got {short_repr(value)}")
+        return value
 
     @model_validator(mode="before")
     @classmethod

@@ -269,12 +269,18 @@ def _from_npz(path: Path, cfg: DataConfig) -> RawData:
         raise DataError(f"data.target and data.features apply to csv/parquet files; {path} gives X and y directly.")
     with np.load(path, allow_pickle=False) as npz:
         keys = set(npz.files)
-        x_key = "X" if "X" in keys else "x"
-        if not {x_key, "y"} <= keys or len(keys & {"X_test", "y_test"}) == 1:
-            raise DataError(f"{path} holds arrays {sorted(keys)}; hpsearch needs 'X' (or 'x') and 'y', and "
-                            "optionally both 'X_test' and 'y_test'.")
-        X, y = npz[x_key], npz["y"]
-        test = (npz["X_test"], npz["y_test"]) if "X_test" in keys else None
+        x_key, y_key, x_test, y_test = (_spelled(keys, name) for name in ("X", "y", "X_test", "y_test"))
+        if x_key is None or y_key is None or (x_test is None) != (y_test is None):
+            raise DataError(f"{path} holds arrays {sorted(keys)}; hpsearch needs 'X' and 'y', and optionally both "
+                            "'X_test' and 'y_test' (each name in either case, e.g. 'x', 'y', 'x_test', 'y_test').")
+        X, y = npz[x_key], npz[y_key]
+        test = (npz[x_test], npz[y_test]) if x_test is not None and y_test is not None else None
     names = tuple(f"x{i}" for i in range(X.shape[1])) if X.ndim == 2 else (x_key,)
     targets = tuple(f"y{i}" for i in range(y.shape[1])) if y.ndim == 2 and y.shape[1] > 1 else ("y",)
     return RawData(X, y, names, targets, str(path), test)
+
+
+def _spelled(keys: set[str], name: str) -> str | None:
+    """The key among an .npz file's arrays that spells ``name`` (``X`` or ``x``, ``y_test`` or ``Y_test``)."""
+    first, rest = name[0], name[1:]
+    return next((k for k in (first.upper() + rest, first.lower() + rest) if k in keys), None)

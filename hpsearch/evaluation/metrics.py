@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import logging
 import math
+import warnings
 from typing import Any
 
 import numpy as np
 from sklearn import metrics
 from sklearn.base import is_classifier
+from sklearn.dummy import DummyClassifier, DummyRegressor
 
 _log = logging.getLogger(__name__)
 
@@ -51,3 +53,28 @@ def validation_metrics(model: Any, X: Any, y: Any) -> dict[str, float]:
     except ValueError as exc:
         _log.info("hpsearch: no named validation metrics for this fold: %s", exc)
         return {}
+
+
+def scorer_problem(scoring: str, task: str, y: Any) -> str | None:
+    """Why the scikit-learn scorer ``scoring`` cannot score this task's target, else None: it is tried on a
+    constant model of ``y`` (the training target), and a regression scorer is never taken for classes."""
+    regression = metrics.get_scorer(scoring)._score_func.__module__.endswith("_regression")
+    if regression != (task == "regression"):
+        return f"it scores {'regression' if regression else 'classification'}, and the task is {task}"
+    if task == "multilabel":
+        return None
+    rows = slice(None, 2000)  # enough rows for every class of a usual target, few enough to take no time
+    X, y = np.zeros((len(y[rows]), 1)), y[rows]
+    model = (DummyRegressor() if task == "regression" else DummyClassifier(strategy="stratified", random_state=0))
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            metrics.get_scorer(scoring)(model.fit(X, y), X, y)
+    except (ValueError, TypeError, AttributeError) as exc:
+        return f"on this {task} target it fails: {str(exc).strip().splitlines()[0][:200]}"
+    return None
+
+
+def fitting_scorers(task: str, y: Any) -> list[str]:
+    """The scikit-learn scorer names that can score this task's target (see :func:`scorer_problem`)."""
+    return [name for name in metrics.get_scorer_names() if scorer_problem(name, task, y) is None]

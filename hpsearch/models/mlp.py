@@ -5,7 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from hpsearch.config.schema import MLP_DEFAULTS
+from hpsearch.errors import ConfigError, did_you_mean
 from hpsearch.models.backend import keras
+from hpsearch.space.dimensions import Categorical, Dimension, Fixed
 
 OPTIMIZERS = ("sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam", "adamw", "nadam", "adamax")
 # Output layer and loss by task (Table 10-1 for regression, Table 10-2 for classification).
@@ -15,6 +17,10 @@ _HEADS = {
     "multilabel": ("sigmoid", "binary_crossentropy"),
     "multiclass": ("softmax", "sparse_categorical_crossentropy"),
 }
+# The mlp's arguments that name a Keras object, by the keras module that knows the names.
+_KERAS_NAMES = {"activation": "activations", "output_activation": "activations", "loss": "losses",
+                "kernel_initializer": "initializers", "metrics": "metrics"}
+_METRIC_ALIASES = ("accuracy", "acc", "crossentropy", "ce")  # names Keras' compile resolves by the loss
 _TARGET_TYPES = {"binary": "binary", "multiclass": "multiclass", "multilabel-indicator": "multilabel"}
 
 
@@ -25,6 +31,49 @@ def make_optimizer(name: str, learning_rate: float) -> keras.optimizers.Optimize
     if name in ("momentum", "nesterov"):
         return keras.optimizers.SGD(learning_rate=learning_rate, momentum=0.9, nesterov=name == "nesterov")
     return keras.optimizers.get({"class_name": name, "config": {"learning_rate": learning_rate}})
+
+
+def check_mlp_names(fixed: dict[str, Any], space: dict[str, Dimension]) -> None:
+    """Refuse, before any training, an optimizer, activation, loss, initializer or metric name the mlp cannot build
+    with, fixed in ``model.params`` or anywhere in ``search.space``, naming the field and the closest valid name."""
+    for name in ("optimizer", *_KERAS_NAMES):
+        for field, value in _named_values(name, fixed, space):
+            for item in value if name == "metrics" and isinstance(value, (list, tuple)) else [value]:
+                problem = _name_problem(name, item)
+                if problem:
+                    raise ConfigError(problem, field=field)
+
+
+def _named_values(name: str, fixed: dict[str, Any], space: dict[str, Dimension]) -> list[tuple[str, Any]]:
+    dim = space.get(name)
+    if isinstance(dim, Categorical):
+        return [(f"search.space.{name}", choice) for choice in dim.choices]
+    if isinstance(dim, Fixed):
+        return [(f"search.space.{name}", dim.value)]
+    return [(f"model.params.{name}", fixed[name])] if name in fixed else []
+
+
+def _name_problem(name: str, value: Any) -> str | None:
+    """Why the mlp cannot build with ``value`` for argument ``name`` (strings only: Keras takes configs too)."""
+    if not isinstance(value, str):
+        return None
+    if name == "optimizer":
+        known, whose = OPTIMIZERS, "the mlp's names"
+    elif name == "metrics" and value in _METRIC_ALIASES:
+        return None
+    else:
+        module = getattr(keras, _KERAS_NAMES[name])
+        try:
+            module.get(value)
+            return None
+        except (ValueError, TypeError):
+            # functions by their names; metrics also by their classes' (RootMeanSquaredError, AUC)
+            known = tuple(n for n in dir(module) if not n.startswith("_") and n not in ("get", "serialize",
+                          "deserialize") and (n.islower() or name == "metrics" and n[0].isupper()))
+            whose = "Keras' names"
+    if value in known:
+        return None
+    return f"the mlp cannot build with {name} {value!r}{did_you_mean(value, known)}; {whose}: {', '.join(known)}"
 
 
 def task_from_meta(meta: dict[str, Any]) -> str:

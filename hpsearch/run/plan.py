@@ -11,14 +11,17 @@ from typing import Any
 from sklearn.base import is_classifier
 
 from hpsearch.config.schema import StudyConfig
+from hpsearch.config.stores import check_stores
 from hpsearch.data.loading import Dataset, load_dataset
 from hpsearch.errors import ConfigError, mask_credentials
 from hpsearch.evaluation.fitting import StudyFitter
 from hpsearch.evaluation.folds import DEFAULT_SCORING, Splits, make_folds
+from hpsearch.evaluation.metrics import fitting_scorers, scorer_problem
 from hpsearch.models.backend_choice import BackendChoice, choose_backend, use_backend
 from hpsearch.models.estimator import check_params, resolve_factory
+from hpsearch.models.mlp import check_mlp_names
 from hpsearch.results import DataSplits
-from hpsearch.space.dimensions import Fixed
+from hpsearch.space.dimensions import Categorical, Fixed
 from hpsearch.space.space import SearchSpace, conditioned_on_optimizer
 from hpsearch.strategies import make_strategy
 from hpsearch.strategies.base import Strategy
@@ -58,7 +61,8 @@ class Plan:
 
 
 def plan_study(study: StudyConfig) -> Plan:
-    """Load the data and check the factory, params and space; raise user errors before any write."""
+    """Load the data and check the stores, factory, params and space; raise user errors before any write."""
+    check_stores(study)
     if study.data.scale != "none" and study.data.dataset == "fashion_mnist":
         raise ConfigError("images need data.scale: none (pixels are already scaled to [0, 1])", field="data.scale")
     data = load_dataset(study.data, study.seed if study.data.seed is None else study.data.seed)
@@ -66,11 +70,14 @@ def plan_study(study: StudyConfig) -> Plan:
         raise ConfigError(f"data.scale: {study.data.scale} needs tabular features; these have shape "
                           f"{data.X_train.shape[1:]}; use scale: none", field="data.scale")
     _check_final(study, data.task)
+    _check_scoring(study.search.scoring, data.task, data.y_train)
     backend = choose_backend(study.training.backend, study.model.factory, _steps_per_fit(study, len(data.X_train)))
     use_backend(backend.name)  # before anything imports Keras (the user's factory module may)
     factory = resolve_factory(study.model.factory)
     check_params(factory, list(study.model.params), "model.params")
     check_params(factory, list(study.search.space), "search.space")
+    if study.model.factory == "mlp":
+        check_mlp_names(study.model.params, study.search.space)
     fitter = StudyFitter(study, factory, data.task)
     cv = study.search.cv
     folds = make_folds(data.X_train, data.y_train, cv, is_classifier(fitter.new_estimator({}))) if cv else []
@@ -79,6 +86,26 @@ def plan_study(study: StudyConfig) -> Plan:
     space.check_strategy(study.search.strategy)
     strategy = make_strategy(study.search, space, study.seed, study.name)
     return Plan(study, data, fitter, space, strategy, splits, backend)
+
+
+def check_factory_builds(plan: Plan, rows: int = 32) -> int:
+    """Build a user's factory once on ``rows`` training rows (one epoch) for each categorical value in the space,
+    the others at a representative value (``hpsearch check``); a value it cannot build with is refused, naming its
+    field. Returns how many models were built."""
+    study, X, y = plan.study, plan.data.X_train[:rows], plan.data.y_train[:rows]
+    representative = {k: v for k, v in plan.space.defaults().items() if v != "auto"}  # learning_rate: auto
+    tries = [("model.params", {})] + [(f"search.space.{name}", {name: choice})
+                                      for name, dim in study.search.space.items() if isinstance(dim, Categorical)
+                                      for choice in dim.choices]
+    for field, params in tries:
+        try:
+            plan.fitter.new_estimator({**representative, **params}).set_params(epochs=1, verbose=0).fit(X, y)
+        except Exception as exc:
+            value = ", ".join(f"{k}={v!r}" for k, v in params.items()) or "the fixed params"
+            detail = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
+            raise ConfigError(f"{study.model.factory} cannot build and train a model with {value} on {rows} rows: "
+                              f"{type(exc).__name__}: {detail}", field=field) from None
+    return len(tries)
 
 
 def _check_final(study: StudyConfig, task: str) -> None:
@@ -91,6 +118,13 @@ def _check_final(study: StudyConfig, task: str) -> None:
     if task == "multilabel":
         raise ConfigError("search.final: ensemble averages regression outputs or votes single-label classes; "
                           "this target is multilabel: use search.final: best_trial", field="search.final")
+
+
+def _check_scoring(scoring: str | None, task: str, y: Any) -> None:
+    problem = scoring and scorer_problem(scoring, task, y)
+    if problem:
+        raise ConfigError(f"{scoring!r} cannot score this study: {problem}; the scorers that fit a {task} task "
+                          f"here: {', '.join(fitting_scorers(task, y))}", field="search.scoring")
 
 
 def _steps_per_fit(study: StudyConfig, n_train: int) -> int:

@@ -12,7 +12,7 @@ import logging
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from hpsearch.errors import RefitFailed, TrialFailed, mask_credentials
+from hpsearch.errors import RefitFailed, Terminated, TrialFailed, mask_credentials
 from hpsearch.evaluation.evaluator import Evaluator
 from hpsearch.evaluation.metrics import named_metrics
 from hpsearch.models.ensemble import select_ensemble
@@ -72,7 +72,8 @@ def run_search(name: str, strategy: Strategy, evaluator: Evaluator, tracker: Tra
                     result.test_metrics = named_metrics(result.best_estimator, *test)
     except BaseException as exc:  # Ctrl-C or a bug: close the MLflow runs, never leave them RUNNING
         interrupted = isinstance(exc, KeyboardInterrupt)
-        tracker.abort("interrupted (Ctrl-C)" if interrupted else f"{type(exc).__name__}: {exc}",
+        reason = "terminated (SIGTERM)" if isinstance(exc, Terminated) else "interrupted (Ctrl-C)"
+        tracker.abort(reason if interrupted else f"{type(exc).__name__}: {exc}",
                       status="KILLED" if interrupted else "FAILED")
         raise
     if refit is None and (shared.busy() or strategy.planned_trials() > 0 and result.stopped_by is None):

@@ -7,13 +7,14 @@ A launcher's job, in Hydra's terms: the command line decides when; this module k
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
 from typing import NoReturn
 
 from hpsearch.config.schema import StudyConfig
-from hpsearch.errors import ConfigError
+from hpsearch.errors import ConfigError, Terminated
 from hpsearch.evaluation.cpus import cpu_groups, share_of_cores
 
 _SEARCH_STARTED = "HPSEARCH_SEARCH_STARTED"  # handed from a process to the fresh one that carries its search on
@@ -45,6 +46,24 @@ def start_workers(study_path: Path, overrides: list[str], count: int) -> list[su
     places = [["--cpus", ",".join(map(str, cpus))] for cpus in groups] if groups else \
         [["--threads", str(share_of_cores(count))]] * count
     return [subprocess.Popen(command + place, stdout=subprocess.DEVNULL) for place in places]
+
+
+def wait_for_workers(workers: list[subprocess.Popen], grace: float = 120.0) -> list[int]:
+    """The workers' exit codes. SIGTERM to this process (:class:`~hpsearch.errors.Terminated`) is passed on to
+    every worker, which ends its trial as terminated; Ctrl-C reached them already (the terminal's process group).
+    Either way they are waited for (``grace`` seconds, then killed) before the interruption goes on."""
+    try:
+        return [w.wait() for w in workers]
+    except KeyboardInterrupt as exc:
+        for worker in workers:
+            if isinstance(exc, Terminated) and worker.poll() is None:
+                worker.send_signal(signal.SIGTERM)
+        for worker in workers:
+            try:
+                worker.wait(grace)
+            except subprocess.TimeoutExpired:
+                worker.kill()
+        raise
 
 
 def start_afresh(argv: list[str], search_started: float | None) -> NoReturn:

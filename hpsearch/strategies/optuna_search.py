@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import functools
+import logging
 import os
 import random
 import time
 import warnings
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import optuna
+import sqlalchemy.exc
 from optuna.trial import TrialState
 
 from hpsearch.config.schema import absolute_sqlite
@@ -22,6 +26,8 @@ from hpsearch.strategies.evaluate import Evaluate
 _STATES = {"finished": TrialState.COMPLETE, "pruned": TrialState.PRUNED, "failed": TrialState.FAIL}
 _DONE = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 _SURPLUS = "hpsearch_surplus"  # user attr of a trial started after the study already held n_trials
+_log = logging.getLogger(__name__)
+_DB_RETRY_SECONDS = 300.0  # how long a storage call waits for its database to come back (a restart, a failover)
 _RUN_WAIT = 60.0  # seconds a joining worker waits for the study's creator to open the MLflow study run
 
 
@@ -29,14 +35,61 @@ class _Surplus(InternalSignal):  # noqa: N818  (a signal inside run_search, neve
     """This worker's new trial came after the study already held n_trials: it is not run."""
 
 
-def _interrupted(exc: BaseException) -> bool:
-    """Whether ``exc`` was raised while a KeyboardInterrupt was being handled."""
-    seen = exc
+def _interruption(exc: BaseException) -> KeyboardInterrupt | None:
+    """The KeyboardInterrupt (Ctrl-C, or SIGTERM's :class:`Terminated`) being handled when ``exc`` was raised."""
+    seen: BaseException | None = exc
     while seen is not None:
         if isinstance(seen, KeyboardInterrupt):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
+def _connection_lost(exc: BaseException) -> bool:
+    """Whether ``exc`` (or what caused it) is the database going away: a restart, a killed connection."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError)) or (
+                isinstance(seen, sqlalchemy.exc.DBAPIError) and seen.connection_invalidated):
             return True
         seen = seen.__cause__ or seen.__context__
     return False
+
+
+def _retried(method: Callable[..., Any]) -> Callable[..., Any]:
+    """``method`` of the storage, tried again with backoff while its database is unreachable."""
+    @functools.wraps(method)
+    def call(self: RetryingStorage, *args: Any, **kwargs: Any) -> Any:
+        deadline, delay, warned = time.monotonic() + _DB_RETRY_SECONDS, 0.5, False
+        while True:
+            try:
+                value = method(self, *args, **kwargs)
+            except Exception as exc:
+                if not _connection_lost(exc) or time.monotonic() + delay > deadline:
+                    raise
+                if not warned:
+                    _log.warning("hpsearch: search.storage %s does not answer (%s); retrying for up to %.0f s",
+                                 mask_credentials(self.url), type(exc).__name__, _DB_RETRY_SECONDS)
+                    warned = True
+                time.sleep(delay)
+                delay = min(2 * delay, 10.0)
+                continue
+            if warned:
+                _log.warning("hpsearch: search.storage %s answers again", mask_credentials(self.url))
+            return value
+    return call
+
+
+class RetryingStorage(optuna.storages.RDBStorage):
+    """Optuna's RDB storage on a database server whose every call survives a restart of the server: connections are
+    checked before use (``pool_pre_ping``) and a call that finds the database gone is tried again with backoff. A
+    call is one transaction: one whose connection broke before its commit wrote nothing, and trying it again counts
+    nothing twice (only a connection lost between the commit and its acknowledgement could)."""
+
+
+for _name in {*(n for n in dir(optuna.storages.BaseStorage) if not n.startswith("_")), "record_heartbeat",
+              "_get_stale_trial_ids", "get_heartbeat_interval", "get_failed_trial_callback"}:  # Optuna's contract
+    setattr(RetryingStorage, _name, _retried(getattr(optuna.storages.RDBStorage, _name)))
 
 
 class _Reporter:
@@ -80,8 +133,11 @@ class OptunaStrategy(Strategy):
         failures = 0
         while True:  # workers started together race to create the tables of a new database: retry
             try:
-                return optuna.storages.RDBStorage(
-                    absolute_sqlite(self.search.storage), heartbeat_interval=self.search.heartbeat,
+                url = absolute_sqlite(self.search.storage)
+                served = not url.startswith("sqlite")  # a SQLite file does not restart (and locked is not gone)
+                return (RetryingStorage if served else optuna.storages.RDBStorage)(
+                    url, engine_kwargs={"pool_pre_ping": True} if served else None,
+                    heartbeat_interval=self.search.heartbeat,
                     grace_period=2 * self.search.heartbeat,
                     heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1))
             except Exception:
@@ -172,8 +228,9 @@ class OptunaStrategy(Strategy):
             except _Surplus:  # recorded as FAIL (tagged surplus, counted nowhere): the study holds n_trials
                 break
             except Exception as exc:
-                if _interrupted(exc):  # Ctrl-C mid-write left SQLite locked, so Optuna could not record the trial
-                    raise KeyboardInterrupt from None  # its heartbeat fails it; the same command resumes
+                interrupt = _interruption(exc)
+                if interrupt is not None:  # Ctrl-C mid-write left SQLite locked: Optuna could not record the trial
+                    raise type(interrupt)() from None  # its heartbeat fails it; the same command resumes
                 raise
         return results
 

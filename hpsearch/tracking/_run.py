@@ -83,6 +83,7 @@ class BufferedRun:
         self._pickled: _Pickled | None = None  # a model to save (see :meth:`stage_model`)
         self._staged: tempfile.TemporaryDirectory | None = None  # a saved model to upload
         self._status: str | None = None
+        self.model_lost: str | None = None  # why the staged model could not be saved (a full disk)
         self.opened: Future | None = None  # the upload thread's task that creates the run (trial runs)
         self._backoff = _FLUSH_SECONDS
         self._next_flush = time.monotonic() + _FLUSH_SECONDS
@@ -182,13 +183,31 @@ class BufferedRun:
         self.flush(wait)
         if self._staged is not None:
             target = Path(self._staged.name) / "model"
-            self._retry(f"the model of {self.name}", lambda: self.log_artifacts(target, "model"), wait=wait)
+            try:
+                self._retry(f"the model of {self.name}", lambda: self.log_artifacts(target, "model"), wait=wait)
+            except OSError as exc:  # the artifact store's disk is full (or read-only): the record goes on without it
+                self._model_not_saved(exc)
+                self.flush(wait)
             self._staged.cleanup()
             self._staged = None
         if self._status:
             self._retry(f"closing {self.name}",
                         lambda: self.client.set_terminated(self.run_id, status=self._status), wait=wait)
             self._status = None
+
+
+    def _model_not_saved(self, exc: OSError) -> None:
+        """Say so (a warning, the run's ``hpsearch.model`` tag) and remove what a partial upload left."""
+        reason = exc.strerror or type(exc).__name__
+        _log.warning("hpsearch: the model of %s was not saved: %s (%s); the study goes on without it", self.name,
+                     reason, getattr(exc, "filename", None) or self.artifact_uri)
+        self.model_lost = reason
+        self.set_tags({"hpsearch.model": f"not saved: {reason}"})
+        try:
+            get_artifact_repository(self.artifact_uri or self.client.get_run(self.run_id).info.artifact_uri
+                                    ).delete_artifacts("model")
+        except Exception as cleanup:  # noqa: BLE001  (best effort: a store that cannot delete keeps the part)
+            _log.info("hpsearch: the partial model of %s stays: %s", self.name, cleanup)
 
 
 class _Pickled:

@@ -257,7 +257,7 @@ class MlflowTracker:
             if failure is None:
                 try:
                     self._retry("the study report", lambda: self.study.log_artifacts(Path(folder), "report"))
-                except (TrackingUnavailable, MlflowException) as exc:
+                except (TrackingUnavailable, MlflowException, OSError) as exc:
                     failure = short_error(exc)
             if failure is not None:
                 _log.warning("hpsearch: the study report was not logged: %s", failure)
@@ -324,11 +324,17 @@ class MlflowTracker:
         study.set_tags({"mlflow.note.content": study_description(result)})
         try:
             if result.trials:  # one table of every trial (MLflow's artifact view shows it as a table)
-                self._retry("the trials table", lambda: log_table(self.client, study.run_id, result.trials_table()))
+                try:
+                    self._retry("the trials table", lambda: log_table(self.client, study.run_id,
+                                                                      result.trials_table()))
+                except OSError as exc:  # a full artifact disk: the trials are recorded run by run already
+                    _log.warning("hpsearch: the trials table was not saved: %s", exc.strerror or exc)
             if result.best_estimator is not None:
                 study.finish(result.best_estimator)
-                self._retry("registering the best model", lambda: register_champion(
-                    self.client, registry_name(result.name), study.run_id))
+                result.model_lost = study.model_lost
+                if study.model_lost is None:
+                    self._retry("registering the best model", lambda: register_champion(
+                        self.client, registry_name(result.name), study.run_id))
             study.finish(status=status)
         except TrackingUnavailable:
             self._report_unsent(result)
