@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -98,15 +100,21 @@ def stop(process: subprocess.Popen) -> None:
 @pytest.fixture(scope="session")
 def mlflow_server(tmp_path_factory: pytest.TempPathFactory):
     """A real ``mlflow server`` subprocess on a free loopback port (SQLite backend, served artifacts)."""
-    root = tmp_path_factory.mktemp("mlflow-server")
+    with serving_mlflow(tmp_path_factory.mktemp("mlflow-server")) as url:
+        yield url
+
+
+@contextlib.contextmanager
+def serving_mlflow(root: Path, *options: str, env: dict[str, str] | None = None) -> Iterator[str]:
+    """``mlflow server [options]`` on a free loopback port, its stores and ``server.log`` in ``root``; its URL."""
     port = free_port()
     log = open(root / "server.log", "w")
     process = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
+        [sys.executable, "-m", "mlflow", "server", *options, "--host", "127.0.0.1", "--port", str(port),
          "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
          "--artifacts-destination", str(root / "artifacts"), "--serve-artifacts", "--workers", "1"],
         stdout=log, stderr=subprocess.STDOUT, cwd=root,
-        env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"})  # as docker-compose.yml: no job runner
+        env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **(env or {})})  # as docker-compose.yml
     url = f"http://127.0.0.1:{port}"
     try:
         wait_for_http(url + "/health", process)

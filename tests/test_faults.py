@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import numpy as np
@@ -132,6 +134,14 @@ FAULTY_MODELS = """
                 marker.unlink()
                 os.kill(os.getpid(), signal.SIGINT)  # the user presses Ctrl-C while this trial starts
                 time.sleep(30)
+        hang = Path("hang-at-build")  # how many builds to let through before one waits (to be sent SIGTERM)
+        if hang.exists():
+            left = int(hang.read_text()) - 1
+            hang.write_text(str(left))
+            if left <= 0:
+                hang.unlink(missing_ok=True)
+                Path(f"hanging-{os.getpid()}").touch()
+                time.sleep(120)
         refits = Path("diverging-refits")  # how many more refits (the fits on all the training rows) diverge
         if meta["X_shape_"][0] > 250 and refits.exists() and int(refits.read_text()) > 0:
             refits.write_text(str(int(refits.read_text()) - 1))
@@ -271,6 +281,70 @@ def test_ctrl_c_ends_the_trial_closes_every_run_and_says_how_to_resume(faulty):
         [study.info.experiment_id]) if r.info.status == "RUNNING"]
 
 
+def sigterm_study(folder: Path, name: str) -> None:
+    write_study(folder, tiny_study(
+        name=name, model={"factory": "faulty_models:build_model"},
+        training={"epochs": 2, "early_stopping": False}, tracking={"log_models": False},
+        search={"strategy": "optuna", "n_trials": 3, "cv": None, "sampler": "random", "pruner": "none",
+                "storage": "sqlite:///optuna.db", "space": {"learning_rate": {"float": [1e-3, 1e-2], "log": True}}}))
+
+
+def terminate_when_hanging(folder: Path, *args: str) -> subprocess.CompletedProcess:
+    """``hpsearch *args`` in ``folder``, sent a real SIGTERM once a trial hangs in its build."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(folder), os.environ.get("PYTHONPATH", "")])}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    process = subprocess.Popen([sys.executable, "-m", "hpsearch", *args], cwd=folder, env=env, text=True,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 240
+    while not list(folder.glob("hanging-*")) and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert process.poll() is None, process.communicate()
+    process.send_signal(signal.SIGTERM)  # what `docker compose stop` and process managers send
+    out, err = process.communicate(timeout=120)
+    return subprocess.CompletedProcess(args, process.returncode, out, err)
+
+
+def test_sigterm_ends_the_trial_as_terminated_closes_every_run_and_a_rerun_resumes(faulty):
+    sigterm_study(faulty, "terminated")
+    (faulty / "hang-at-build").write_text("2")  # trial 0 trains, trial 1 is terminated
+    result = terminate_when_hanging(faulty, "run", "study.yaml")
+    assert result.returncode == 143, result.stdout + result.stderr
+    assert "Traceback" not in result.stdout + result.stderr
+    assert "terminated (SIGTERM): open MLflow runs were closed as KILLED" in " ".join(result.stderr.split())
+    (study,), trials = trial_runs("terminated")
+    assert [t.info.status for t in trials] == ["FINISHED", "KILLED"]
+    assert trials[1].data.tags["hpsearch.reason"] == "terminated (SIGTERM)"
+    assert study.info.status == "KILLED"
+
+    resumed = run_in_process(faulty, "run", "study.yaml")
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    import optuna
+
+    stored = optuna.load_study(study_name="terminated", storage="sqlite:///optuna.db").trials
+    assert stored[0].state == optuna.trial.TrialState.COMPLETE  # the finished trial was kept
+    assert stored[1].state == optuna.trial.TrialState.FAIL and stored[1].user_attrs["hpsearch_interrupted"]
+    assert [t.state for t in stored].count(optuna.trial.TrialState.COMPLETE) == 3  # the terminated one is redone
+    assert not [r for r in MlflowClient(local_store()).search_runs([study.info.experiment_id])
+                if r.info.status == "RUNNING"]
+
+
+def test_sigterm_to_a_run_with_workers_reaches_every_worker(faulty):
+    sigterm_study(faulty, "terminated-workers")
+    (faulty / "hang-at-build").write_text("1")  # every worker's first trial waits
+    result = terminate_when_hanging(faulty, "run", "study.yaml", "--workers", "2")
+    assert result.returncode == 143, result.stdout + result.stderr
+    assert "Traceback" not in result.stdout + result.stderr
+    client = MlflowClient(local_store())
+    experiment = client.get_experiment_by_name("terminated-workers").experiment_id
+    runs = client.search_runs([experiment])
+    assert runs and not [r for r in runs if r.info.status == "RUNNING"]  # every worker closed its runs
+    killed = [r for r in runs if r.data.tags.get("hpsearch.reason") == "terminated (SIGTERM)"]
+    assert killed and all(r.info.status == "KILLED" for r in killed)
+
+    resumed = run_in_process(faulty, "run", "study.yaml")
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+
+
 def test_resuming_a_study_whose_mlflow_store_was_deleted_says_what_to_do(workdir):
     write_study(workdir, tiny_study(
         name="store-deleted", training={"epochs": 1}, tracking={"log_models": False, "report": False},
@@ -294,3 +368,17 @@ def test_failure_reasons_that_differ_only_in_numbers_are_counted_together():
     trials.append(TrialResult(3, {}, fold_scores=[0.5]))
     assert StudyResult("s", trials, "accuracy").failure_counts() == {
         "TrialFailed: the loss became NaN/inf at epoch N (learning rate too high?)": 2, "RuntimeError: boom": 1}
+
+
+def test_a_study_named_in_any_alphabet_runs_and_is_recorded_under_its_name(workdir):
+    name = "études-ü"
+    write_study(workdir, tiny_study(name=name, search__strategy="optuna", search__n_trials=2, search__cv=None,
+                                    search__storage="sqlite:///optuna.db", training__epochs=2))
+    result = run_in_process(workdir, "run", "study.yaml")
+    assert result.returncode == 0, result.stdout + result.stderr
+    client = MlflowClient(local_store())
+    assert client.get_experiment_by_name(name) is not None
+    assert client.get_model_version_by_alias(f"{name}-best", "champion") is not None
+    import optuna
+
+    assert len(optuna.load_study(study_name=name, storage="sqlite:///optuna.db").trials) == 2

@@ -12,7 +12,7 @@ from pathlib import Path
 import mlflow
 import numpy as np
 import pytest
-from conftest import free_port, local_store, tiny_study, wait_for_http, write_study
+from conftest import free_port, local_store, serving_mlflow, tiny_study, wait_for_http, write_study
 from mlflow import MlflowClient
 
 from hpsearch.cli.main import main
@@ -223,3 +223,106 @@ def test_a_server_without_datasets_or_tables_records_the_rest_and_says_so_once(m
     assert sum("the table trials.json was not recorded" in w for w in warnings) == 1, warnings
     runs = _runs(MlflowClient(mlflow_server), "older-server")
     assert len(runs) == 4 and {r.info.status for r in runs} == {"FINISHED"}
+
+
+@pytest.fixture
+def full_artifact_disk(workdir: Path):
+    """./mlartifacts (where the embedded store keeps artifacts) on a 256 KiB tmpfs filled but for 16 KiB: the study
+    file fits, the models do not."""
+    folder = workdir / "mlartifacts"
+    folder.mkdir()
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root (CI runs as root)")
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(folder)], capture_output=True,
+                             text=True, check=False)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
+    filler = folder / "earlier-artifact.bin"
+    with open(filler, "wb", buffering=0) as out:
+        try:
+            while True:
+                out.write(b"x" * 4096)
+        except OSError:
+            pass
+    os.truncate(filler, filler.stat().st_size - 16 * 1024)
+    try:
+        yield filler
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], check=False)
+
+
+def test_a_full_artifact_disk_leaves_the_models_unsaved_and_the_record_intact(full_artifact_disk, workdir, capsys,
+                                                                                caplog):
+    before = full_artifact_disk.read_bytes()
+    path = write_study(workdir, tiny_study(name="full-disk", search__n_trials=2, search__cv=None))
+    code = main(["run", str(path)])
+    captured = capsys.readouterr()
+    output = captured.out + captured.err + caplog.text
+    assert code == 0, output
+    assert "Traceback" not in output
+    assert "was not saved: No space left on device" in caplog.text
+    assert "the delivered model was not saved in MLflow (No space left on device)" in " ".join(captured.err.split())
+    client = MlflowClient(local_store())
+    runs = _runs(client, "full-disk")
+    (study,) = [r for r in runs if r.data.tags.get("hpsearch.role") == "study"]
+    trials = [r for r in runs if r.data.tags.get("hpsearch.role") == "trial"]
+    assert study.info.status == "FINISHED" and "test_score" in study.data.metrics
+    assert len(trials) == 2 and all(t.info.status == "FINISHED" for t in trials)  # the record is whole
+    assert {r.data.tags.get("hpsearch.model") for r in (study, *trials)} == {"not saved: No space left on device"}
+    assert not client.search_registered_models(f"name='{'full-disk-best'}'")  # no champion without a model
+    assert full_artifact_disk.read_bytes() == before  # what was stored before is untouched
+
+
+def test_an_artifact_disk_full_from_the_start_stops_the_study_before_training(full_artifact_disk, workdir, capsys):
+    with open(full_artifact_disk, "ab", buffering=0) as out:  # the last 16 KiB too
+        try:
+            while True:
+                out.write(b"x" * 1024)
+        except OSError:
+            pass
+    path = write_study(workdir, tiny_study(name="full-at-start", search__n_trials=2, search__cv=None))
+    assert main(["run", str(path)]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert err.startswith("error: cannot store the study's files in MLflow (No space left on device: "), err
+    (study,) = _runs(MlflowClient(local_store()), "full-at-start")
+    assert study.info.status == "FAILED"  # closed, not left RUNNING
+
+
+ADMIN_PASSWORD = "s3cret-Pa55word"
+
+
+@pytest.fixture
+def auth_server(tmp_path: Path):
+    """``mlflow server --app-name basic-auth``: MLflow's own basic auth, an admin account, SQLite stores."""
+    config = tmp_path / "basic_auth.ini"
+    config.write_text(f"[mlflow]\ndefault_permission = READ\ndatabase_uri = sqlite:///{tmp_path / 'auth.db'}\n"
+                      f"admin_username = admin\nadmin_password = {ADMIN_PASSWORD}\n"
+                      "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n",
+                      encoding="utf-8")
+    with serving_mlflow(tmp_path, "--app-name", "basic-auth", env={
+            "MLFLOW_AUTH_CONFIG_PATH": str(config), "MLFLOW_FLASK_SERVER_SECRET_KEY": "test-only-key"}) as url:
+        yield url
+
+
+def test_mlflow_basic_auth_records_with_the_right_password_and_stops_before_training_with_a_wrong_one(
+        auth_server, workdir, monkeypatch, capsys):
+    path = write_study(workdir, tiny_study(name="with-auth", search__n_trials=2, search__cv=None,
+                                           tracking__uri=auth_server))
+    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "admin")
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", ADMIN_PASSWORD)
+    assert main(["run", str(path)]) == 0, capsys.readouterr()
+    capsys.readouterr()
+    runs = _runs(MlflowClient(auth_server), "with-auth")
+    assert len(runs) == 3 and {r.info.status for r in runs} == {"FINISHED"}
+
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", "wrong-" + ADMIN_PASSWORD)
+    started = time.monotonic()
+    assert main(["run", str(path), "--set", "name=with-wrong-auth"]) == 2
+    captured = capsys.readouterr()
+    err = " ".join(captured.err.split())
+    assert err.startswith(f"error: the MLflow tracking server at {auth_server} refused the credentials of user "
+                          "'admin' (HTTP 401)"), err
+    assert ADMIN_PASSWORD not in captured.out + captured.err
+    assert time.monotonic() - started < 30  # refused before any training
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", ADMIN_PASSWORD)
+    assert MlflowClient(auth_server).get_experiment_by_name("with-wrong-auth") is None  # nothing written

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
 
@@ -149,6 +151,95 @@ def test_workers_started_together_on_a_new_study_share_one_study_run(workdir, da
     assert {t.data.tags["mlflow.parentRunId"] for t in trials} == {studies[0].info.run_id}
     # each worker samples with a seed of its own: two workers never propose the same candidate
     assert len({(t.data.params["n_neurons"], t.data.params["learning_rate"]) for t in trials}) == 4
+
+
+class Outage:
+    """A TCP forwarder to PostgreSQL on a free loopback port that can go down (every connection cut, new ones
+    refused, as while the server restarts) and come back on the same port."""
+
+    def __init__(self, target: tuple[str, int] = ("127.0.0.1", 5432)) -> None:
+        self.port, self.target = free_port(), target
+        self._connections: list[socket.socket] = []
+        self._listening = threading.Event()
+        self.up()
+
+    def up(self) -> None:
+        server = socket.create_server(("127.0.0.1", self.port), reuse_port=False)
+        server.settimeout(0.2)
+        self._listening.set()
+        threading.Thread(target=self._accept, args=(server,), daemon=True).start()
+
+    def down(self) -> None:
+        self._listening.clear()
+        time.sleep(0.5)  # the accept loop closes its socket
+        for connection in self._connections:
+            try:
+                connection.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            connection.close()
+        self._connections.clear()
+
+    def _accept(self, server: socket.socket) -> None:
+        with server:
+            while self._listening.is_set():
+                try:
+                    client, _ = server.accept()
+                except TimeoutError:
+                    continue
+                upstream = socket.create_connection(self.target)
+                self._connections += [client, upstream]
+                for source, sink in ((client, upstream), (upstream, client)):
+                    threading.Thread(target=self._pump, args=(source, sink), daemon=True).start()
+
+    @staticmethod
+    def _pump(source: socket.socket, sink: socket.socket) -> None:
+        try:
+            while data := source.recv(65536):
+                sink.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for end in (source, sink):
+                try:
+                    end.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+
+def test_a_database_outage_mid_study_is_waited_out_nothing_lost_or_counted_twice(workdir, database, pg_mlflow_server):
+    """The Optuna storage's PostgreSQL goes away twice while two workers run (connections cut, new ones refused for
+    8 s): every call waits for it, the study finishes with each trial once."""
+    outage = Outage()
+    through = database.replace("127.0.0.1:5432", f"127.0.0.1:{outage.port}")
+    raw = tiny_study(name="outage", search__strategy="optuna", search__n_trials=8, search__cv=None,
+                     search__pruner="none", search__storage=through, tracking={"uri": pg_mlflow_server})
+    run = hpsearch("run", str(write_study(workdir, raw)), "--workers", "2")
+    for finished in (1, 4):  # an outage after the first finished trial, another after the fourth
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            try:
+                trials = optuna.load_study(study_name="outage", storage=database).trials
+            except KeyError:
+                trials = []
+            if sum(t.state == optuna.trial.TrialState.COMPLETE for t in trials) >= finished:
+                break
+            time.sleep(0.5)
+        outage.down()
+        time.sleep(8)
+        outage.up()
+    output, _ = run.communicate(timeout=600)
+    assert run.returncode == 0, output
+    assert "Traceback" not in output
+    assert "does not answer" in output and "answers again" in output  # the workers said what they waited for
+
+    stored = counted_trials(optuna.load_study(study_name="outage", storage=database).trials)
+    assert sorted(t.number for t in stored if t.state == optuna.trial.TrialState.COMPLETE) == list(range(8))
+    assert not [t for t in stored if t.state == optuna.trial.TrialState.RUNNING]
+    studies, trials = children(pg_mlflow_server, "outage")
+    assert len(studies) == 1 and studies[0].info.status == "FINISHED"
+    assert sorted(int(t.data.tags["hpsearch.trial"]) for t in trials) == list(range(8))
+    assert all(t.info.status == "FINISHED" for t in trials)
 
 
 def test_local_workers_get_a_cpu_each_and_a_bad_cpu_list_is_refused(tmp_path):

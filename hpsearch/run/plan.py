@@ -19,7 +19,6 @@ from hpsearch.evaluation.folds import DEFAULT_SCORING, Splits, make_folds
 from hpsearch.evaluation.metrics import fitting_scorers, scorer_problem
 from hpsearch.models.backend_choice import BackendChoice, choose_backend, use_backend
 from hpsearch.models.estimator import check_params, resolve_factory
-from hpsearch.models.mlp import check_mlp_names
 from hpsearch.results import DataSplits
 from hpsearch.space.dimensions import Categorical, Fixed
 from hpsearch.space.space import SearchSpace, conditioned_on_optimizer
@@ -77,6 +76,8 @@ def plan_study(study: StudyConfig) -> Plan:
     check_params(factory, list(study.model.params), "model.params")
     check_params(factory, list(study.search.space), "search.space")
     if study.model.factory == "mlp":
+        from hpsearch.models.mlp import check_mlp_names  # Keras: only once the backend is chosen
+
         check_mlp_names(study.model.params, study.search.space)
     fitter = StudyFitter(study, factory, data.task)
     cv = study.search.cv

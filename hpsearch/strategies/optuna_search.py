@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import os
@@ -25,6 +26,7 @@ from hpsearch.strategies.evaluate import Evaluate
 
 _STATES = {"finished": TrialState.COMPLETE, "pruned": TrialState.PRUNED, "failed": TrialState.FAIL}
 _DONE = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+_INTERRUPTED = "hpsearch_interrupted"  # user attr of a trial that Ctrl-C or SIGTERM ended: a re-run redoes it
 _SURPLUS = "hpsearch_surplus"  # user attr of a trial started after the study already held n_trials
 _log = logging.getLogger(__name__)
 _DB_RETRY_SECONDS = 300.0  # how long a storage call waits for its database to come back (a restart, a failover)
@@ -176,11 +178,13 @@ class OptunaStrategy(Strategy):
         self.coordination = OptunaCoordination(self)
 
     def _trials(self) -> list[optuna.trial.FrozenTrial]:
-        """The study's trials, less those that do not count: a killed trial that was retried, and a surplus one."""
+        """The study's trials, less those that do not count: a killed trial that was retried, an interrupted one,
+        and a surplus one."""
         trials = self.study.get_trials(deepcopy=False)
         numbers = (optuna.storages.RetryHeartbeatStaleTrialCallback.retried_trial_number(t) for t in trials)
         retried = {n for n in numbers if n is not None}
-        return [t for t in trials if t.number not in retried and not t.user_attrs.get(_SURPLUS)]
+        return [t for t in trials if t.number not in retried and not t.user_attrs.get(_SURPLUS)
+                and not t.user_attrs.get(_INTERRUPTED)]
 
     def done(self) -> list[optuna.trial.FrozenTrial]:
         return [t for t in self._trials() if t.state in _DONE]
@@ -212,7 +216,12 @@ class OptunaStrategy(Strategy):
                 raise _Surplus
             params = self.space.suggest(trial)
             # without a pruner, no per-epoch write to the storage (on JAX an epoch can take less than the write)
-            result = evaluate(params, trial.number, None if self.search.pruner == "none" else _Reporter(trial))
+            try:
+                result = evaluate(params, trial.number, None if self.search.pruner == "none" else _Reporter(trial))
+            except KeyboardInterrupt:  # Ctrl-C or SIGTERM: the trial fails and does not count (a re-run redoes it)
+                with contextlib.suppress(Exception):
+                    trial.set_user_attr(_INTERRUPTED, True)
+                raise
             for key, value in (("params", params), ("fold_scores", result.fold_scores),
                                ("run_id", result.run_id), ("reason", result.reason)):
                 trial.set_user_attr(key, value)

@@ -41,6 +41,24 @@ def check_server(tracking_uri: str) -> None:
             "study later with `hpsearch sync`, or unset tracking.uri / MLFLOW_TRACKING_URI to record "
             "locally in ./mlflow.db"
         ) from None
+    _check_credentials(tracking_uri)
+
+
+def _check_credentials(tracking_uri: str) -> None:
+    """A server behind MLflow's basic auth refuses a missing or wrong user or password: say so before training
+    (naming the user and the variables, never the password)."""
+    import requests
+
+    user, password = os.environ.get("MLFLOW_TRACKING_USERNAME"), os.environ.get("MLFLOW_TRACKING_PASSWORD")
+    answer = requests.get(tracking_uri.rstrip("/") + "/api/2.0/mlflow/experiments/search",
+                          params={"max_results": 1}, auth=(user, password or "") if user else None, timeout=10)
+    if answer.status_code not in (401, 403):
+        return
+    who = f"user {user!r}" if user else "no user (MLFLOW_TRACKING_USERNAME is not set)"
+    refused = "refused the credentials of" if answer.status_code == 401 else "does not let"
+    raise TrackingError(f"the MLflow tracking server at {mask_credentials(tracking_uri)} {refused} {who}"
+                        f"{' read experiments' if answer.status_code == 403 else ''} (HTTP {answer.status_code}); set "
+                        "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD to an account of that server")
 
 
 def transient(exc: Exception) -> bool:

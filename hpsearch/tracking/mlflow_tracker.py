@@ -106,6 +106,11 @@ class MlflowTracker:
             run_id = self._start_study(name, params, study_text, resume, run_id)
         except (MlflowException, TrackingUnavailable) as exc:
             raise self._unavailable(exc) from None
+        except OSError as exc:  # the artifact store's disk is full or read-only: nothing of the study could be kept
+            where = getattr(exc, "filename2", None) or exc.filename or "the artifact store"
+            self.abort(f"artifacts not writable: {exc.strerror or exc}", status="FAILED")
+            raise TrackingError(f"cannot store the study's files in MLflow ({exc.strerror or exc}: {where}); free "
+                                "space there, or give the artifacts another place, then run again") from None
         self._in_background(warm_model_saving)
         if self._system_metrics is not None:
             self._system_metrics.start(run_id)
@@ -325,8 +330,7 @@ class MlflowTracker:
         try:
             if result.trials:  # one table of every trial (MLflow's artifact view shows it as a table)
                 try:
-                    self._retry("the trials table", lambda: log_table(self.client, study.run_id,
-                                                                      result.trials_table()))
+                    self._retry("the trials table", lambda: log_table(self.client, study.run_id, result.trials_table()))
                 except OSError as exc:  # a full artifact disk: the trials are recorded run by run already
                     _log.warning("hpsearch: the trials table was not saved: %s", exc.strerror or exc)
             if result.best_estimator is not None:
