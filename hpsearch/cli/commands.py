@@ -43,7 +43,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     study, _ = _load(args)
     plan = plan_study(study)
     _print_advice(study)
-    if ":" in study.model.factory:  # the builtin mlp's names are checked without building
+    if ":" in study.model.factory and not args.no_build:  # the builtin mlp's names are checked without building
         built = check_factory_builds(plan)
         console.print(f"{study.model.factory} built and trained {built} model(s) on a few rows, one per categorical "
                       "value: each builds", soft_wrap=True, highlight=False)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import signal
 import sys
+import threading
 import warnings
 from pathlib import Path
 from types import FrameType
@@ -63,7 +64,6 @@ def build_parser() -> argparse.ArgumentParser:
     def add(name: str, help: str) -> argparse.ArgumentParser:  # noqa: A002  (argparse's own word)
         return commands.add_parser(name, parents=[common], help=help)
 
-
     run = add("run", "run a study: search, refit the best, test it, record all")
     _add_study_arguments(run)
     run.add_argument("--workers", type=int, default=1, help="worker processes sharing an Optuna study (default 1)")
@@ -81,7 +81,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="TensorFlow threads of this worker (default: one per CPU it may use)")
     worker.add_argument("--cpus", type=_cpu_list, default=None, metavar="LIST",
                         help="run only on these CPUs, e.g. 0 or 2,3 or 0-3 (default: any)")
-    _add_study_arguments(add("check", "validate a study file and its data without training"))
+    check = add("check", "validate a study file and its data without training")
+    _add_study_arguments(check)
+    check.add_argument("--no-build", action="store_true",
+                       help="do not build your own factory's models (once per categorical value, on a few rows)")
     lr_find = add("lr-find", "the learning-rate range test on the study's model")
     _add_study_arguments(lr_find)
     lr_find.add_argument("--start", type=float, default=1e-5, help="first learning rate (default 1e-5)")
@@ -119,7 +122,8 @@ def main(argv: list[str] | None = None) -> int:
     args.argv = sys.argv[1:] if argv is None else list(argv)  # a recycled worker starts itself again with these
     if not sys.warnoptions:  # libraries' deprecation notices are not the user's concern (python -W shows them)
         warnings.simplefilter("ignore", (FutureWarning, DeprecationWarning))
-    previous = signal.signal(signal.SIGTERM, _terminate)  # docker compose stop, systemd: handled like Ctrl-C
+    main_thread = threading.current_thread() is threading.main_thread()  # only there can Python take signals
+    previous = signal.signal(signal.SIGTERM, _terminate) if main_thread else None  # docker compose stop, systemd
     try:
         return COMMANDS[args.command](args)
     except HpsearchError as exc:
@@ -139,4 +143,5 @@ def main(argv: list[str] | None = None) -> int:
                           highlight=False, soft_wrap=True)
         return 1
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        if main_thread:
+            signal.signal(signal.SIGTERM, previous)
