@@ -46,18 +46,22 @@ def check_server(tracking_uri: str) -> None:
 
 def _check_credentials(tracking_uri: str) -> None:
     """A server behind MLflow's basic auth refuses a missing or wrong user or password: say so before training
-    (naming the user and the variables, never the password)."""
-    import requests
+    (naming the user and the variables, never the password). MLflow's own client makes the request, so that
+    every way it authenticates (user and password, a token, certificates) counts."""
+    from mlflow import MlflowClient
 
-    user, password = os.environ.get("MLFLOW_TRACKING_USERNAME"), os.environ.get("MLFLOW_TRACKING_PASSWORD")
-    answer = requests.get(tracking_uri.rstrip("/") + "/api/2.0/mlflow/experiments/search",
-                          params={"max_results": 1}, auth=(user, password or "") if user else None, timeout=10)
-    if answer.status_code not in (401, 403):
+    try:
+        MlflowClient(tracking_uri).search_experiments(max_results=1)
         return
+    except MlflowException as exc:
+        status = {"UNAUTHENTICATED": 401, "PERMISSION_DENIED": 403}.get(exc.error_code)
+    if status is None:
+        return  # anything else surfaces where the study first writes, as before
+    user = os.environ.get("MLFLOW_TRACKING_USERNAME")
     who = f"user {user!r}" if user else "no user (MLFLOW_TRACKING_USERNAME is not set)"
-    refused = "refused the credentials of" if answer.status_code == 401 else "does not let"
+    refused = "refused the credentials of" if status == 401 else "does not let"
     raise TrackingError(f"the MLflow tracking server at {mask_credentials(tracking_uri)} {refused} {who}"
-                        f"{' read experiments' if answer.status_code == 403 else ''} (HTTP {answer.status_code}); set "
+                        f"{' read experiments' if status == 403 else ''} (HTTP {status}); set "
                         "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD to an account of that server")
 
 
