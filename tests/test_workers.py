@@ -41,6 +41,16 @@ def database():
 
 
 @pytest.fixture
+def storage(database):
+    """One Optuna storage on the test's database for the test's own reads: a ``load_study`` on the URL string
+    makes a new engine each time, whose connection stays open until it is collected, and a test that polls
+    would use up PostgreSQL's 100 connections with them."""
+    storage = optuna.storages.RDBStorage(database)
+    yield storage
+    storage.engine.dispose()
+
+
+@pytest.fixture
 def pg_mlflow_server(tmp_path):
     """``mlflow server`` with its backend store on PostgreSQL and served artifacts."""
     name = f"mlflow_{uuid.uuid4().hex[:10]}"
@@ -74,7 +84,7 @@ def children(server: str, experiment: str) -> tuple:
     return studies, trials
 
 
-def test_two_workers_share_one_study_nothing_lost_or_duplicated(workdir, database, pg_mlflow_server):
+def test_two_workers_share_one_study_nothing_lost_or_duplicated(workdir, database, storage, pg_mlflow_server):
     with_password = database.replace("postgres@", "postgres:secretpw@")  # trust auth ignores it
     raw = tiny_study(name="shared", search__strategy="optuna", search__n_trials=4, search__cv=None,
                      search__pruner="none",  # every trial completes: which ones the pruner stops depends on timing
@@ -84,7 +94,7 @@ def test_two_workers_share_one_study_nothing_lost_or_duplicated(workdir, databas
     output, _ = run.communicate(timeout=600)
     assert run.returncode == 0, output
 
-    stored = counted_trials(optuna.load_study(study_name="shared", storage=database).trials)
+    stored = counted_trials(optuna.load_study(study_name="shared", storage=storage).trials)
     assert sorted(t.number for t in stored) == [0, 1, 2, 3]
     assert all(t.state == optuna.trial.TrialState.COMPLETE for t in stored)
     studies, trials = children(pg_mlflow_server, "shared")
@@ -102,7 +112,7 @@ def test_two_workers_share_one_study_nothing_lost_or_duplicated(workdir, databas
     assert not [text for text in [*recorded, output] if "secretpw" in text]
 
 
-def test_killed_worker_then_resume_loses_nothing(workdir, database, pg_mlflow_server):
+def test_killed_worker_then_resume_loses_nothing(workdir, database, storage, pg_mlflow_server):
     raw = tiny_study(name="killed", search__strategy="optuna", search__n_trials=2, search__cv=None,
                      search__storage=database, search__heartbeat=1, search__pruner="none",
                      tracking={"uri": pg_mlflow_server}, training__epochs=3000, training__early_stopping=False)
@@ -113,7 +123,7 @@ def test_killed_worker_then_resume_loses_nothing(workdir, database, pg_mlflow_se
     while time.monotonic() < deadline and not running:
         time.sleep(1)
         try:
-            stored = optuna.load_study(study_name="killed", storage=database)
+            stored = optuna.load_study(study_name="killed", storage=storage)
             running = [t for t in stored.trials if t.state == optuna.trial.TrialState.RUNNING]
         except KeyError:
             continue
@@ -126,7 +136,7 @@ def test_killed_worker_then_resume_loses_nothing(workdir, database, pg_mlflow_se
     resumed = hpsearch("run", str(path), "--set", "training.epochs=2")
     output, _ = resumed.communicate(timeout=600)
     assert resumed.returncode == 0, output
-    states = [t.state for t in counted_trials(optuna.load_study(study_name="killed", storage=database).trials)]
+    states = [t.state for t in counted_trials(optuna.load_study(study_name="killed", storage=storage).trials)]
     assert states.count(optuna.trial.TrialState.FAIL) == 1  # the killed one, retried as a new trial
     assert states.count(optuna.trial.TrialState.COMPLETE) == 2
     studies, trials = children(pg_mlflow_server, "killed")
@@ -207,7 +217,7 @@ class Outage:
                     pass
 
 
-def test_a_database_outage_mid_study_is_waited_out_nothing_lost_or_counted_twice(workdir, database, pg_mlflow_server):
+def test_a_database_outage_mid_study_is_waited_out_nothing_lost_or_counted_twice(workdir, database, storage, pg_mlflow_server):
     """The Optuna storage's PostgreSQL goes away twice while two workers run (connections cut, new ones refused for
     8 s): every call waits for it, the study finishes with each trial once."""
     outage = Outage()
@@ -219,7 +229,7 @@ def test_a_database_outage_mid_study_is_waited_out_nothing_lost_or_counted_twice
         deadline = time.monotonic() + 300
         while time.monotonic() < deadline:
             try:
-                trials = optuna.load_study(study_name="outage", storage=database).trials
+                trials = optuna.load_study(study_name="outage", storage=storage).trials
             except KeyError:
                 trials = []
             if sum(t.state == optuna.trial.TrialState.COMPLETE for t in trials) >= finished:
@@ -233,7 +243,7 @@ def test_a_database_outage_mid_study_is_waited_out_nothing_lost_or_counted_twice
     assert "Traceback" not in output
     assert "does not answer" in output and "answers again" in output  # the workers said what they waited for
 
-    stored = counted_trials(optuna.load_study(study_name="outage", storage=database).trials)
+    stored = counted_trials(optuna.load_study(study_name="outage", storage=storage).trials)
     assert sorted(t.number for t in stored if t.state == optuna.trial.TrialState.COMPLETE) == list(range(8))
     assert not [t for t in stored if t.state == optuna.trial.TrialState.RUNNING]
     studies, trials = children(pg_mlflow_server, "outage")
