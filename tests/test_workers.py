@@ -217,7 +217,8 @@ class Outage:
                     pass
 
 
-def test_a_database_outage_mid_study_is_waited_out_nothing_lost_or_counted_twice(workdir, database, storage, pg_mlflow_server):
+def test_a_database_outage_mid_study_is_waited_out_nothing_lost_or_counted_twice(workdir, database, storage,
+                                                                                  pg_mlflow_server):
     """The Optuna storage's PostgreSQL goes away twice while two workers run (connections cut, new ones refused for
     8 s): every call waits for it, the study finishes with each trial once."""
     outage = Outage()
