@@ -29,6 +29,8 @@ class TrialResult:
     reason: str | None = None
     run_id: str | None = None
     fold_metrics: list[dict[str, float]] = field(default_factory=list)  # val_mse, val_accuracy, ... per fold
+    fold_all_scores: list[dict[str, float]] = field(default_factory=list)  # every metric of a multi-metric scoring
+    fold_train_scores: list[dict[str, float]] = field(default_factory=list)  # on the fold's training rows, if asked
 
     @property
     def score(self) -> float:
@@ -43,6 +45,14 @@ class TrialResult:
             return math.nan
         mean = self.score
         return math.sqrt(sum((s - mean) ** 2 for s in self.fold_scores) / len(self.fold_scores))
+
+    def mean_scores(self, train: bool = False) -> dict[str, float]:
+        """Each metric of a multi-metric scoring (``train``: the training rows' scores) as its mean over folds;
+        empty unless the trial finished and measured them."""
+        per_fold = self.fold_train_scores if train else self.fold_all_scores
+        if self.state != "finished" or not any(per_fold):
+            return {}
+        return {name: float(np.mean([scores[name] for scores in per_fold])) for name in per_fold[0]}
 
     @property
     def val_metrics(self) -> dict[str, float]:
@@ -64,6 +74,8 @@ class FoldResult:
     fit_seconds: float
     score_seconds: float
     metrics: dict[str, float] = field(default_factory=dict)  # val_mse, val_accuracy, ... (evaluation.metrics)
+    scores: dict[str, float] = field(default_factory=dict)  # every metric of a multi-metric scoring, by name
+    train_scores: dict[str, float] = field(default_factory=dict)  # on the training rows (return_train_score)
 
 
 class FoldLedger(Protocol):
@@ -110,6 +122,7 @@ class StudyResult:
     final_valid_score: float | None = None  # the delivered model's score on the validation split
     search_started: float | None = None  # time.time() when the search began (in this process or the one before it)
     model_lost: str | None = None  # why the delivered model could not be saved in MLflow (a full artifact disk)
+    chosen: int | None = None  # the trial chosen as the best by another rule than its score (SearchCV's refit)
 
     @property
     def finished(self) -> list[TrialResult]:
@@ -117,6 +130,9 @@ class StudyResult:
 
     @property
     def best(self) -> TrialResult | None:
+        """The chosen trial, else the finished trial with the greatest score."""
+        if self.chosen is not None:
+            return next(t for t in self.trials if t.number == self.chosen)
         return max(self.finished, key=lambda t: t.score, default=None)
 
     def failure_counts(self) -> Counter:
@@ -187,8 +203,11 @@ class NoObserver:
         pass
 
 
-def cv_results(trials: list[TrialResult], n_splits: int) -> dict[str, Any]:
-    """Trials in scikit-learn's ``cv_results_`` format (failed and pruned trials score NaN, rank last)."""
+def cv_results(trials: list[TrialResult], n_splits: int, metrics: tuple[str, ...] = ("score",),
+               error_score: float = math.nan, train: bool = False) -> dict[str, Any]:
+    """Trials in scikit-learn's ``cv_results_`` format: ``split<k>_test_<metric>``, ``mean_``, ``std_`` and
+    ``rank_test_<metric>`` per metric (``metrics``: the names of a multi-metric scoring, else ``score``), and the
+    ``_train_`` ones with ``train``. Failed trials score ``error_score``; pruned ones NaN; NaN ranks last."""
     names = sorted({name for t in trials for name in t.params})
     results: dict[str, Any] = {"params": [t.params for t in trials]}
     for name in names:
@@ -198,13 +217,31 @@ def cv_results(trials: list[TrialResult], n_splits: int) -> dict[str, Any]:
         values = [getattr(t, attribute) for t in trials]
         results[f"mean_{key}"] = np.array([np.mean(v) if v else np.nan for v in values])
         results[f"std_{key}"] = np.array([np.std(v) if v else np.nan for v in values])
-    for k in range(max(n_splits, 1)):
-        results[f"split{k}_test_score"] = np.array(
-            [t.fold_scores[k] if t.state == "finished" else np.nan for t in trials])
-    means = np.array([t.score for t in trials])
-    results["mean_test_score"] = means
-    results["std_test_score"] = np.array([t.score_std for t in trials])
-    worst = np.nanmin(means) - 1 if np.isfinite(means).any() else 0.0
-    results["rank_test_score"] = rankdata(-np.nan_to_num(means, nan=worst), method="min").astype(np.int32)
+    for side in ("test", "train") if train else ("test",):
+        for metric in metrics:
+            splits = np.array([_split_scores(t, side, metric, n_splits, error_score) for t in trials]).reshape(
+                len(trials), max(n_splits, 1))
+            for k in range(max(n_splits, 1)):
+                results[f"split{k}_{side}_{metric}"] = splits[:, k]
+            results[f"mean_{side}_{metric}"] = splits.mean(axis=1)
+            results[f"std_{side}_{metric}"] = splits.std(axis=1)
+            if side == "test":
+                means = results[f"mean_test_{metric}"]
+                worst = np.nanmin(means) - 1 if np.isfinite(means).any() else 0.0
+                results[f"rank_test_{metric}"] = rankdata(-np.nan_to_num(means, nan=worst), method="min").astype(
+                    np.int32)
     results["state"] = np.array([t.state for t in trials], dtype=object)
     return results
+
+
+def _split_scores(trial: TrialResult, side: str, metric: str, n_splits: int, error_score: float) -> list[float]:
+    """One trial's ``metric`` on each fold's test (or train) rows: ``error_score`` if it failed, NaN if pruned."""
+    n_splits = max(n_splits, 1)
+    if trial.state == "failed":
+        return [error_score] * n_splits
+    if trial.state != "finished":
+        return [math.nan] * n_splits
+    if side == "test" and metric == "score" and not any(trial.fold_all_scores):
+        return list(trial.fold_scores)
+    per_fold = trial.fold_all_scores if side == "test" else trial.fold_train_scores
+    return [scores.get(metric, math.nan) for scores in per_fold] or [math.nan] * n_splits

@@ -149,8 +149,8 @@ def test_bad_spaces_are_refused_before_training(workdir, space, strategy, messag
 @pytest.mark.parametrize("X, y, message", [
     (pd.DataFrame({"city": ["a", "b"] * 10, "x": range(20)}), [0, 1] * 10, "non-numeric columns \\['city'\\]"),
     (np.array([[1.0, np.nan]] * 20), [0, 1] * 10, "missing or infinite"),
-    (np.ones((1, 3)), [1], "1 row"),
-    (np.ones((20, 3)), [0, 1] * 5, "rows but y has"),
+    (np.ones((1, 3)), [1], "1 sample"),
+    (np.ones((20, 3)), [0, 1] * 5, "inconsistent numbers of samples: \\[20, 10\\]"),  # scikit-learn's words
 ])
 def test_bad_data_is_refused_before_training(workdir, X, y, message):
     search = hpsearch.SearchCV(hpsearch.KerasMLPClassifier(**TINY), {"n_neurons": [4]}, tracking=False)

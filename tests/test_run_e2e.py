@@ -142,6 +142,20 @@ def test_cli_strategies_on_embedded_store(workdir, strategy, capsys):
         assert sorted(int(t.data.params["n_neurons"]) for t in trials) == [4, 8]
 
 
+def test_a_halving_study_file_trains_rounds_of_fewer_candidates_for_more_epochs(workdir, capsys):
+    """search.strategy: halving with 4 candidates, factor 2, 4 epochs: 4 trials of 1 epoch, 2 of 2, 1 of 4; each
+    trial run says its epochs; the delivered model is the last round's."""
+    raw = tiny_study(name="halving", search__strategy="halving", search__n_trials=4, search__halving_factor=2,
+                     search__cv=None, training__early_stopping=None)
+    assert main(["run", str(write_study(workdir, raw))]) == 0
+    study_run, trials = study_runs(MlflowClient(local_store()), "halving")
+    epochs = sorted(int(t.data.params["epochs"]) for t in trials)
+    assert epochs == [1, 1, 1, 1, 2, 2, 4]
+    assert all(int(t.data.metrics["epochs"]) == int(t.data.params["epochs"]) for t in trials)
+    (last,) = [t for t in trials if t.data.params["epochs"] == "4"]
+    assert study_run.data.tags["hpsearch.best_trial"] == last.data.tags["hpsearch.trial"]
+
+
 def test_optuna_rerun_resumes_same_study(workdir):
     raw = tiny_study(name="resume", search__strategy="optuna", search__n_trials=2, search__cv=None)
     path = write_study(workdir, raw)

@@ -1,4 +1,4 @@
-"""The strategy contract, run over every strategy (random, grid, optuna) with and without a storage.
+"""The strategy contract, run over every strategy (random, grid, optuna, halving) with and without a storage.
 
 A fake evaluator scores candidates with a formula (no Keras): what is checked is what the runner relies on.
 A new strategy is tested by adding its name to STRATEGIES.
@@ -19,7 +19,7 @@ from hpsearch.space.space import SearchSpace
 from hpsearch.strategies import make_strategy
 from hpsearch.strategies.evaluate import one_by_one
 
-STRATEGIES = ["random", "grid", "optuna"]
+STRATEGIES = ["random", "grid", "optuna", "halving"]
 SPACE = {"n_neurons": Int(1, 64), "learning_rate": Float(1e-4, 1e-1, log=True),
          "activation": Categorical(["relu", "selu"])}
 SETUP = {"data.sha256": "fake", "seed": 7}
@@ -62,7 +62,7 @@ class FakeEvaluate:
 def strategy(kind: str, storage: str | None, n_trials: int = 6, seed: int = 7):
     search = parse_search({"strategy": kind, "n_trials": n_trials, "storage": storage, "grid_points": 2,
                            "pruner": "none"})
-    made = make_strategy(search, SearchSpace(SPACE), seed, "contract")
+    made = make_strategy(search, SearchSpace(SPACE), seed, "contract", ("epochs", 9))
     made.prepare(SETUP)
     return made
 
@@ -181,3 +181,19 @@ def test_optuna_failing_to_record_a_trial_interrupted_by_ctrl_c_is_still_the_int
     monkeypatch.setattr(searching.study, "optimize", optimize)
     with pytest.raises(KeyboardInterrupt):
         searching.run_search(FakeEvaluate())
+
+
+def test_successive_halving_keeps_the_best_third_and_triples_their_epochs():
+    """27 candidates over 100 epochs: 27 at 3 epochs, the best 9 at 11, the best 3 at 33, the best one at 100 (each
+    round's candidates chosen by the previous round's scores); the study's best is the last round's."""
+    searching = strategy("halving", None, n_trials=27)
+    searching.epochs = 100
+    assert searching.schedule() == [(27, 3), (9, 11), (3, 33), (1, 100)]
+    results = searching.run_search(FakeEvaluate())
+    rounds = [[r for r in results if r.params["epochs"] == epochs] for epochs in (3, 11, 33, 100)]
+    assert [len(r) for r in rounds] == [27, 9, 3, 1]
+    for earlier, later in zip(rounds, rounds[1:]):
+        kept = sorted(earlier, key=lambda r: -r.score)[:len(later)]
+        assert [{k: v for k, v in r.params.items() if k != "epochs"} for r in kept] == \
+            [{k: v for k, v in r.params.items() if k != "epochs"} for r in later]
+    assert searching.best_of(results) == rounds[-1][0].number

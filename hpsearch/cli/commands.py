@@ -136,8 +136,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from hpsearch.cli.progress import RichObserver
     from hpsearch.run.plan import plan_study
+    from hpsearch.run.progress import RichObserver
     from hpsearch.run.study import open_shared_study, run_study
 
     started = handed_search_start()

@@ -11,7 +11,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 from yaml.composer import ComposerError
 
-from hpsearch.config.schema import SearchConfig, StudyConfig, short_repr
+from hpsearch.config.schema import ExecutionConfig, SearchConfig, StudyConfig, short_repr
 from hpsearch.errors import ConfigError, did_you_mean
 
 MAX_DEPTH = 40  # nesting levels a study document may have
@@ -110,6 +110,11 @@ def parse_study(raw: Any, source: str = "study") -> StudyConfig:
 def parse_search(raw: dict[str, Any]) -> SearchConfig:
     """Validate search settings given as keyword arguments (the Python API's ``SearchCV``)."""
     return _validate(SearchConfig, raw, "invalid search settings")
+
+
+def parse_execution(raw: dict[str, Any]) -> ExecutionConfig:
+    """Validate ``SearchCV(execution={...})``: a study file's ``execution`` section."""
+    return _validate(ExecutionConfig, raw, "invalid execution settings")
 
 
 def apply_overrides(raw: dict, overrides: list[str]) -> dict:

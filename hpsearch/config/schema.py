@@ -134,12 +134,13 @@ class SearchConfig(_Strict):
     # The defaults are what delivered the best validation and test scores soonest (benchmarks/RESULTS.md): Optuna
     # TPE without pruning (the ablation: every trial finished beat Hyperband's pruning at 60 s and 300 s), scored on
     # the validation split (holdout), the greedy ensemble as the delivered model.
-    strategy: Literal["random", "grid", "optuna"] = "optuna"
+    strategy: Literal["random", "grid", "optuna", "halving"] = "optuna"
     n_trials: int = Field(10, ge=1, le=100_000)
     cv: int | None = Field(None, ge=2, le=100)
     scoring: str | None = None
     space: dict[str, Any] = Field(default_factory=dict)
     grid_points: int = Field(3, ge=2, le=100)
+    halving_factor: int = Field(3, ge=2, le=100)  # halving: 1/factor of the candidates go on, for factor x epochs
     sampler: Literal["tpe", "random", "cmaes", "qmc"] = "tpe"
     pruner: Literal["none", "median", "successive_halving", "hyperband"] = "none"
     storage: str | None = Field(default_factory=default_storage)

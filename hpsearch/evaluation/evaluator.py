@@ -12,7 +12,6 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 import cloudpickle
-from sklearn.metrics import get_scorer
 
 from hpsearch.errors import TrackingError, TrialFailed
 from hpsearch.evaluation.budget import STOPPED_AT_DEADLINE, Budget
@@ -20,6 +19,7 @@ from hpsearch.evaluation.execution import Executor
 from hpsearch.evaluation.fitting import Fitter
 from hpsearch.evaluation.folds import Splits
 from hpsearch.evaluation.metrics import validation_metrics
+from hpsearch.evaluation.scoring import Scoring, named_scoring
 from hpsearch.models.backend_choice import intended_backend, join_backend
 from hpsearch.results import FoldLedger, FoldResult, PruningReporter, TrialObserver, TrialResult
 from hpsearch.strategies.evaluate import one_by_one
@@ -32,7 +32,7 @@ class FoldTask:
 
     fitter: Fitter
     splits: Splits
-    scoring: str
+    scoring: Scoring
     params: dict[str, Any]
     number: int
     fold: int
@@ -41,6 +41,7 @@ class FoldTask:
     deadline: float | None = None  # time.time() at which the search's budget ends: the fit stops there
     backend: str | None = field(default_factory=intended_backend)  # the study's Keras backend, for the worker
     refused: str | None = None  # why the process it arrived in cannot train it (another Keras backend)
+    raise_errors: bool = False  # a failing fit raises (``error_score="raise"``) instead of failing the trial
 
     def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
         """Unpickled in a worker, the task first puts Keras on the study's backend, then loads its fitter (whose
@@ -53,7 +54,8 @@ def _arrive(backend: str | None, number: int, payload: bytes) -> FoldTask:
     """A :class:`FoldTask` rebuilt in a worker process on the study's Keras backend (or refused, saying why)."""
     refused = join_backend(backend)
     if refused:
-        return FoldTask(None, Splits(None, None), "", {}, number, 0, 0, False, backend=backend, refused=refused)
+        return FoldTask(None, Splits(None, None), Scoring({}), {}, number, 0, 0, False, backend=backend,
+                        refused=refused)
     return FoldTask(**pickle.loads(payload))
 
 
@@ -76,26 +78,29 @@ def failure_reason(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {message.splitlines()[0] if message else ''}"
 
 
-def checked_score(scorer: Any, scoring: str, model: Any, X: Any, y: Any) -> float:
-    """``scorer(model, X, y)``; a NaN/inf score fails the trial."""
-    value = float(scorer(model, X, y))
-    if not math.isfinite(value):
-        raise TrialFailed(f"the {scoring} score is {value}")
-    return value
+def checked_scores(scoring: Scoring, model: Any, X: Any, y: Any) -> dict[str, float]:
+    """Every metric of ``scoring`` on (X, y); a NaN/inf primary score fails the trial."""
+    values = scoring(model, X, y)
+    if not math.isfinite(values[scoring.primary]):
+        raise TrialFailed(f"the {scoring.label} score is {values[scoring.primary]}")
+    return values
 
 
-def fit_fold(task: FoldTask, hook: _CurveHook | _Recorder, scorer: Any = None) -> tuple[Any, bool]:
+def fit_fold(task: FoldTask, hook: _CurveHook | _Recorder) -> tuple[Any, bool]:
     """Fit and score one fold; returns (model, pruned) and sets ``hook.result`` unless pruned."""
-    X_fit, y_fit, weights, X_score, y_score, validation = task.splits.fold(task.fold)
+    X_fit, y_fit, fit_params, X_score, y_score, validation = task.splits.fold(task.fold)
     started = time.perf_counter()
-    model = task.fitter(task.params, X_fit, y_fit, validation, task.seed, hook, sample_weight=weights)
+    model = task.fitter(task.params, X_fit, y_fit, validation, task.seed, hook, **fit_params)
     fit_seconds, epochs = time.perf_counter() - started, hook.epochs
     if hook.pruned:
         return model, True
     started = time.perf_counter()
-    score = checked_score(scorer or get_scorer(task.scoring), task.scoring, model, X_score, y_score)
-    hook.result = FoldResult(task.fold, score, epochs, fit_seconds, time.perf_counter() - started,
-                             validation_metrics(model, X_score, y_score))
+    scores = checked_scores(task.scoring, model, X_score, y_score)
+    score_seconds = time.perf_counter() - started
+    hook.result = FoldResult(task.fold, scores[task.scoring.primary], epochs, fit_seconds, score_seconds,
+                             validation_metrics(model, X_score, y_score),
+                             scores=scores if task.scoring.multimetric else {},
+                             train_scores=task.scoring(model, X_fit, y_fit) if task.scoring.train else {})
     return model, False
 
 
@@ -123,6 +128,8 @@ def run_fold_task(task: FoldTask) -> FoldOutcome:
     try:
         model, stopped = fit_fold(task, recorder)
     except Exception as exc:
+        if task.raise_errors:
+            raise
         return FoldOutcome(task.number, curves=recorder.curves, error=failure_reason(exc))
     if stopped:
         return FoldOutcome(task.number, curves=recorder.curves, stopped=True)
@@ -133,14 +140,18 @@ class Evaluator:
     """Fits, scores and records candidates; never raises for a failing candidate.
 
     ``executor`` (see :mod:`hpsearch.evaluation.execution`) runs :meth:`many`'s folds in other processes or on a
-    Dask cluster; without one, everything runs here with live curves and progress.
+    Dask cluster; without one, everything runs here with live curves and progress. ``scoring``: a scorer's name
+    (study files) or a :class:`~hpsearch.evaluation.scoring.Scoring` (several metrics, train scores).
+    ``raise_errors``: a failing candidate raises its exception (``error_score="raise"``) instead.
     """
 
-    def __init__(self, splits: Splits, fitter: Fitter, scoring: str, tracker: Any, observer: TrialObserver,
-                 seed: int, epochs: int, executor: Executor | None = None, budget: Budget | None = None,
-                 keep: int = 1) -> None:
-        self.splits, self.fitter, self.scoring = splits, fitter, scoring
-        self._scorer = get_scorer(scoring)
+    def __init__(self, splits: Splits, fitter: Fitter, scoring: str | Scoring, tracker: Any,
+                 observer: TrialObserver, seed: int, epochs: int, executor: Executor | None = None,
+                 budget: Budget | None = None, keep: int = 1, raise_errors: bool = False) -> None:
+        self.splits, self.fitter = splits, fitter
+        self.scorers = named_scoring(scoring) if isinstance(scoring, str) else scoring
+        self.scoring = self.scorers.label  # the primary scorer's name, as the study records it
+        self.raise_errors = raise_errors
         self.tracker, self.observer, self.seed, self.epochs = tracker, observer, seed, epochs
         self.executor = executor
         self.budget = budget or Budget()
@@ -152,11 +163,14 @@ class Evaluator:
         return next((model for result, model in self._kept if result.number == number), None)
 
     def score(self, model: Any, X: Any, y: Any) -> float:
-        return checked_score(self._scorer, self.scoring, model, X, y)
+        """The primary score of ``model`` on (X, y) (NaN/inf fails: :class:`TrialFailed`)."""
+        primary = Scoring({self.scorers.primary: self.scorers.scorer}, self.scorers.primary, self.scorers.label)
+        return checked_scores(primary, model, X, y)[primary.primary]
 
     def _task(self, params: dict[str, Any], number: int, fold: int) -> FoldTask:
-        return FoldTask(self.fitter, self.splits, self.scoring, params, number, fold,
-                        self.seed + 7919 * number + fold, keep_model=fold == 0, deadline=self.budget.deadline)
+        return FoldTask(self.fitter, self.splits, self.scorers, params, number, fold,
+                        self.seed + 7919 * number + fold, keep_model=fold == 0, deadline=self.budget.deadline,
+                        raise_errors=self.raise_errors)
 
     def __call__(self, params: dict[str, Any], number: int, reporter: PruningReporter | None = None,
                  ledger: FoldLedger | None = None) -> TrialResult:
@@ -177,10 +191,12 @@ class Evaluator:
             hook = _CurveHook(self, run, fold, reporter)
             hooks.append(hook)
             try:
-                model, pruned = fit_fold(self._task(params, number, fold), hook, self._scorer)
+                model, pruned = fit_fold(self._task(params, number, fold), hook)
             except TrackingError:  # the storage failed while the trial reported its progress: not the candidate
                 raise
             except Exception as exc:  # a failing candidate must not stop the study
+                if self.raise_errors:
+                    raise
                 result.state, result.reason, first_model = "failed", failure_reason(exc), None
                 break
             first_model = first_model if first_model is not None else model
@@ -279,6 +295,8 @@ def _log_mean_curves(run: Any, per_fold: list[list[tuple[int, dict[str, float]]]
 
 def _add_fold(result: TrialResult, fold: FoldResult) -> None:
     result.fold_scores.append(fold.score)
+    result.fold_all_scores.append(fold.scores)
+    result.fold_train_scores.append(fold.train_scores)
     result.fold_metrics.append(fold.metrics)
     result.fold_epochs.append(fold.epochs)
     result.fit_seconds.append(fold.fit_seconds)

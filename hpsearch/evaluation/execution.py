@@ -8,7 +8,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Protocol
 
-from joblib import Parallel, delayed, parallel_config
+from joblib import Parallel, delayed, effective_n_jobs, parallel_config
+from joblib.parallel import get_active_backend
 
 from hpsearch.config.schema import ExecutionConfig
 from hpsearch.errors import ConfigError, TrackingError
@@ -81,6 +82,19 @@ def _dask_client(config: ExecutionConfig) -> Any:
         return Client(config.address, timeout="10s")
     except (OSError, TimeoutError) as exc:
         raise TrackingError(f"cannot reach the Dask scheduler at execution.address {config.address}: {exc}") from None
+
+
+def ambient_execution(n_jobs: int | None) -> ExecutionConfig:
+    """``n_jobs`` local processes (-1: every core), or, for None, what the enclosing ``joblib.parallel_config`` /
+    ``parallel_backend`` asks for: its Dask cluster (``parallel_backend("dask")`` inside a ``distributed.Client``),
+    else its ``n_jobs``; one process where there is none."""
+    backend, context_jobs = get_active_backend()
+    if n_jobs is None and type(backend).__name__ == "DaskDistributedBackend":
+        from distributed import get_client
+
+        return ExecutionConfig(backend="dask", address=get_client().scheduler.address)
+    wanted = n_jobs if n_jobs is not None else context_jobs or 1
+    return ExecutionConfig(n_jobs=effective_n_jobs(wanted))
 
 
 def make_executor(config: ExecutionConfig) -> JoblibExecutor | None:

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from hpsearch.models.callbacks import EpochHook
 
 Validation = tuple[np.ndarray, np.ndarray] | None
-Fitter = Callable[..., Any]  # (params, X, y, validation, seed, hook, sample_weight=None) -> fitted model
+Fitter = Callable[..., Any]  # (params, X, y, validation, seed, hook, **fit_params) -> fitted model
 
 
 def _check_history(wrapper: Any) -> None:
@@ -88,7 +88,9 @@ def keras_step(estimator: Any) -> tuple[Any, str]:
 
 
 class EstimatorFitter:
-    """Fits a clone of the user's estimator (a Keras wrapper, or a pipeline ending in one)."""
+    """Fits a clone of the user's estimator (a Keras wrapper, or a pipeline ending in one), with the fit params the
+    user gave ``fit`` (``epochs=``, ``callbacks=``, ``sample_weight=``, ...): the trial's own callbacks (curves,
+    pruning, the NaN guard) come after the user's."""
 
     def __init__(self, estimator: Any) -> None:
         self.estimator = estimator
@@ -97,16 +99,18 @@ class EstimatorFitter:
         return clone(self.estimator).set_params(**clone(params, safe=False))
 
     def __call__(self, params: dict[str, Any], X: Any, y: Any, validation: Validation, seed: int,
-                 hook: EpochHook, sample_weight: Any = None) -> Any:
+                 hook: EpochHook, **fit_params: Any) -> Any:
         from hpsearch.models.backend import fresh_session
         from hpsearch.models.callbacks import nan_guard
 
         fresh_session(seed)
         model = self.new_estimator(params)
         wrapper, prefix = keras_step(model)
-        fit_params = {f"{prefix}callbacks": nan_guard(hook)} if wrapper is not None else {}
-        if sample_weight is not None:
-            fit_params[f"{prefix}sample_weight"] = sample_weight
+        fit_params = {name: value for name, value in fit_params.items() if value is not None}
+        if wrapper is not None:
+            given = fit_params.get(f"{prefix}callbacks") or []
+            fit_params[f"{prefix}callbacks"] = [*(given if isinstance(given, (list, tuple)) else [given]),
+                                                *nan_guard(hook)]
         model.fit(X, y, **fit_params)
         if wrapper is not None:
             _check_history(wrapper)

@@ -9,6 +9,7 @@ import numpy as np
 from sklearn.model_selection import check_cv
 from sklearn.utils import _safe_indexing
 from sklearn.utils.multiclass import type_of_target
+from sklearn.utils.validation import _check_method_params
 
 from hpsearch.errors import DataError
 
@@ -21,7 +22,8 @@ class Splits:
     """Where candidates train and are scored: CV folds over (X, y), or (no folds) the holdout set.
 
     ``X_valid``/``y_valid`` is the holdout scoring set, and with folds the early-stopping set.
-    ``sample_weight`` (one weight per row of X) weighs the training rows of every fold.
+    ``fit_params`` go to every fit; those with one value per row of X (``sample_weight``) are split with the rows,
+    as scikit-learn's searches split them.
     """
 
     X: Any
@@ -29,21 +31,21 @@ class Splits:
     folds: list[tuple[np.ndarray, np.ndarray]] = field(default_factory=list)
     X_valid: Any = None
     y_valid: Any = None
-    sample_weight: Any = None
+    fit_params: dict[str, Any] = field(default_factory=dict)
 
     @property
     def n_folds(self) -> int:
         return max(len(self.folds), 1)
 
     def fold(self, k: int) -> tuple[Any, ...]:
-        """(X_fit, y_fit, weights_fit, X_score, y_score, validation) of fold ``k``."""
+        """(X_fit, y_fit, fit_params, X_score, y_score, validation) of fold ``k``."""
         if not self.folds:
-            return self.X, self.y, self.sample_weight, self.X_valid, self.y_valid, (self.X_valid, self.y_valid)
+            return self.X, self.y, self.fit_params, self.X_valid, self.y_valid, (self.X_valid, self.y_valid)
         train, test = self.folds[k]
         X_test, y_test = _safe_indexing(self.X, test), _safe_indexing(self.y, test)
         validation = (self.X_valid, self.y_valid) if self.X_valid is not None else (X_test, y_test)
-        weights = None if self.sample_weight is None else _safe_indexing(self.sample_weight, train)
-        return _safe_indexing(self.X, train), _safe_indexing(self.y, train), weights, X_test, y_test, validation
+        fit_params = _check_method_params(self.X, self.fit_params, indices=train)
+        return _safe_indexing(self.X, train), _safe_indexing(self.y, train), fit_params, X_test, y_test, validation
 
 
 def make_folds(X: Any, y: Any, cv: Any, classifier: bool) -> list[tuple[np.ndarray, np.ndarray]]:

@@ -31,8 +31,9 @@ class Selection:
     score: float
 
 
-def select_ensemble(pool: list[tuple[int, Any]], X_valid: Any, y_valid: Any, scoring: str, size: int) -> Selection:
-    """Greedy selection of at most ``size`` picks from ``pool`` ((trial number, fitted model), best first)."""
+def select_ensemble(pool: list[tuple[int, Any]], X_valid: Any, y_valid: Any, scoring: Any, size: int) -> Selection:
+    """Greedy selection of at most ``size`` picks from ``pool`` ((trial number, fitted model), best first), scored by
+    ``scoring`` (a scorer's name or the scorer)."""
     scorer = get_scorer(scoring)
     classifier = is_classifier(pool[0][1])
     outputs = [_output(model, X_valid, classifier) for _, model in pool]

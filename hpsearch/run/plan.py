@@ -85,7 +85,7 @@ def plan_study(study: StudyConfig) -> Plan:
     splits = Splits(data.X_train, data.y_train, folds, data.X_valid, data.y_valid)
     space = conditioned_on_optimizer(study.search.space)
     space.check_strategy(study.search.strategy)
-    strategy = make_strategy(study.search, space, study.seed, study.name)
+    strategy = make_strategy(study.search, space, study.seed, study.name, ("epochs", study.training.epochs))
     return Plan(study, data, fitter, space, strategy, splits, backend)
 
 

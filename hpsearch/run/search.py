@@ -16,24 +16,27 @@ from hpsearch.errors import RefitFailed, Terminated, TrialFailed, mask_credentia
 from hpsearch.evaluation.evaluator import Evaluator
 from hpsearch.evaluation.metrics import named_metrics
 from hpsearch.models.ensemble import select_ensemble
-from hpsearch.results import DataSplits, NoObserver, StudyResult, TrialObserver
+from hpsearch.results import DataSplits, NoObserver, StudyResult, TrialObserver, TrialResult
 from hpsearch.strategies.base import Strategy
 from hpsearch.tracking.base import Tracker
 
 _log = logging.getLogger(__name__)
 REFIT_TRIES = 3  # seeds tried for the best params' refit before the study fails (training is random)
 Refit = Callable[[dict[str, Any], int], Any]  # (params, seed offset) -> the model fitted on all the training data
+Choose = Callable[[list[TrialResult]], int]  # the study's trials -> the number of the one to deliver
 
 
 def run_search(name: str, strategy: Strategy, evaluator: Evaluator, tracker: Tracker, study_params: dict[str, Any],
                study_text: str, refit: Refit | None,
                test: tuple[Any, Any] | None = None, observer: TrialObserver | None = None,
                report: bool = False, final: str = "refit", validation: tuple[Any, Any] | None = None,
-               ensemble_size: int = 5, datasets: DataSplits | None = None) -> StudyResult:
+               ensemble_size: int = 5, datasets: DataSplits | None = None, worker: bool = False,
+               choose: Choose | None = None) -> StudyResult:
     """Search with ``strategy``, deliver the best candidate's model, score it once on ``test``, record it all.
 
-    ``refit=None`` is a worker's share of a study: trials only; the study run is closed by the
-    last worker out, and refitting is left to ``hpsearch run``. ``report``: draw the study's report
+    ``worker``: a worker's share of a study: trials only; the study run is closed by the last worker out, and
+    refitting is left to ``hpsearch run``. ``refit=None``: no delivered model. ``choose``: which trial is the
+    study's best (default: the best score; ``SearchCV(refit=callable)``). ``report``: draw the study's report
     (behind the refit) when the search is over. ``final``: ``best_trial`` delivers the best trial's own model
     when this process trained it (else its params are refitted), ``refit`` refits them on all the training data.
     ``validation``: where the delivered model's validation score is measured. ``datasets``: the splits the tracker
@@ -55,15 +58,17 @@ def run_search(name: str, strategy: Strategy, evaluator: Evaluator, tracker: Tra
     try:
         with _heap_frozen():
             trials = strategy.run_search(evaluator)
-            if refit is not None:
+            if not worker:
                 trials += shared.wait_for_others(evaluator)
             trials = shared.study_results(trials)
-            if report and refit is not None:
+            if report and not worker:
                 tracker.start_report()
             result = StudyResult(name, trials, evaluator.scoring, study_run_id=study_run,
                                  experiment_id=tracker.experiment_id, tracking_uri=tracker.tracking_uri,
                                  stopped_by=evaluator.budget.exhausted(), search_started=evaluator.budget.started)
-            if result.best is not None and refit is not None:
+            if not worker and result.finished:
+                result.chosen = choose(trials) if choose is not None else strategy.best_of(trials)
+            if result.best is not None and refit is not None and not worker:
                 offset = _deliver(result, evaluator, tracker, refit, final, validation, ensemble_size)
                 if validation is not None:
                     result.final_valid_score = evaluator.score(result.best_estimator, *validation)
@@ -76,7 +81,7 @@ def run_search(name: str, strategy: Strategy, evaluator: Evaluator, tracker: Tra
         tracker.abort(reason if interrupted else f"{type(exc).__name__}: {exc}",
                       status="KILLED" if interrupted else "FAILED")
         raise
-    if refit is None and (shared.busy() or strategy.planned_trials() > 0 and result.stopped_by is None):
+    if worker and (shared.busy() or strategy.planned_trials() > 0 and result.stopped_by is None):
         tracker.wait()
         return result  # other (or fresh) workers are still at it; the last one out closes the study run
     extra = {"tracking_uri": mask_credentials(tracker.tracking_uri or "")}
@@ -90,6 +95,18 @@ def run_search(name: str, strategy: Strategy, evaluator: Evaluator, tracker: Tra
         extra["ensemble"] = json.dumps(result.ensemble)
     tracker.end_study(result, extra, status="FINISHED" if result.best is not None else "FAILED")
     return result
+
+
+def open_shared_study(name: str, strategy: Strategy, tracker: Tracker, study_params: dict[str, Any],
+                      study_text: str) -> str | None:
+    """Open a shared study's storage and its MLflow study run before its workers start, so that they all join
+    them; returns the study run's id."""
+    tracker.check_reachable()
+    strategy.prepare(trial_setup(study_params))
+    run_id = tracker.start_study(name, study_params, study_text, resume=True,
+                                 run_id=strategy.coordination.shared_run_id())
+    strategy.coordination.share_run_id(run_id)
+    return run_id
 
 
 def _deliver(result: StudyResult, evaluator: Evaluator, tracker: Tracker, refit: Refit, final: str,
@@ -106,7 +123,7 @@ def _deliver(result: StudyResult, evaluator: Evaluator, tracker: Tracker, refit:
             if len(pool) < ensemble_size:
                 _log.warning("hpsearch: search.ensemble_size is %d but only %d finished trials' models are "
                              "available; the ensemble is chosen among those", ensemble_size, len(pool))
-            selection = select_ensemble(pool, *validation, evaluator.scoring, ensemble_size)
+            selection = select_ensemble(pool, *validation, evaluator.scorers.scorer, ensemble_size)
             result.best_estimator, result.final, result.ensemble = selection.estimator, "ensemble", selection.weights
             return 0
         _log.warning("hpsearch: the best trial's (%d) model is neither in this process nor in MLflow (tracking off, "

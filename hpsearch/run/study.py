@@ -15,7 +15,8 @@ from hpsearch.evaluation.execution import make_executor
 from hpsearch.guidance.lr_finder import RangeTest, optimizers_of, plot, range_test
 from hpsearch.results import NoObserver, StudyResult, TrialObserver
 from hpsearch.run.plan import Plan, data_splits, final_model, plan_study, study_params, wants_auto_learning_rate
-from hpsearch.run.search import run_search, trial_setup
+from hpsearch.run.search import open_shared_study as open_study
+from hpsearch.run.search import run_search
 from hpsearch.space.dimensions import Categorical
 from hpsearch.space.space import SearchSpace, conditioned_on_optimizer
 from hpsearch.strategies import make_strategy
@@ -56,7 +57,8 @@ def resolve_auto_learning_rate(plan: Plan, tracker: Tracker) -> dict[str, Any]:
         plan.space = conditioned_on_optimizer(dimensions, learning_rates=ranges)
     else:
         plan.space = SearchSpace({**dimensions, "learning_rate": next(iter(ranges.values()))})
-    plan.strategy = make_strategy(plan.study.search, plan.space, plan.study.seed, plan.study.name)
+    plan.strategy = make_strategy(plan.study.search, plan.space, plan.study.seed, plan.study.name,
+                                  ("epochs", plan.study.training.epochs))
     return params
 
 
@@ -90,19 +92,12 @@ def run_study(study: StudyConfig, study_text: str, observer: TrialObserver | Non
 
     with executor or contextlib.nullcontext():
         result = run_search(study.name, plan.strategy, evaluator, tracker, {**study_params(plan, scoring), **auto},
-                            study_text, None if worker else refit, test=(data.X_test, data.y_test),
+                            study_text, refit, test=(data.X_test, data.y_test), worker=worker,
                             observer=observer, report=study.tracking.report, final=final,
                             validation=validation, ensemble_size=search.ensemble_size, datasets=data_splits(plan))
     return result
 
 
-def open_shared_study(plan: Plan, study_text: str) -> str:
+def open_shared_study(plan: Plan, study_text: str) -> str | None:
     """Create the shared study's storage and MLflow study run before workers start, so they all join it."""
-    study, tracker = plan.study, plan.tracker()
-    tracker.check_reachable()
-    params = study_params(plan, plan.scoring)
-    plan.strategy.prepare(trial_setup(params))
-    run_id = tracker.start_study(study.name, params, study_text, resume=True,
-                                 run_id=plan.strategy.coordination.shared_run_id())
-    plan.strategy.coordination.share_run_id(run_id)
-    return run_id
+    return open_study(plan.study.name, plan.strategy, plan.tracker(), study_params(plan, plan.scoring), study_text)

@@ -165,7 +165,7 @@ class SearchSpace:
 
     def check_strategy(self, strategy: str) -> None:
         """Refuse, before any training, dimensions the strategy cannot search (scipy distributions)."""
-        if strategy == "random":
+        if strategy in ("random", "halving"):  # both draw with ParameterSampler
             return
         every = [*self.dimensions.items(), *(item for dims in self.branches.values() for item in dims.items())]
         for name, dim in every:

@@ -41,3 +41,8 @@ class Strategy(ABC):
     @abstractmethod
     def run_search(self, evaluate: Evaluate) -> list[TrialResult]:
         """Evaluate candidates until done; return the results of this run's trials."""
+
+    def best_of(self, trials: list[TrialResult]) -> int | None:
+        """The number of the trial the study delivers, where the strategy has its own rule for it (successive
+        halving: the best of the last round); None: the finished trial with the best score."""
+        return None

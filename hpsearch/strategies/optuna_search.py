@@ -177,6 +177,12 @@ class OptunaStrategy(Strategy):
             optuna.storages.fail_stale_trials(self.study)
         self.coordination = OptunaCoordination(self)
 
+    def keep_in_memory(self) -> None:
+        """Hold a copy of the study in memory: the (temporary) storage it was run in is about to go."""
+        storage = optuna.storages.InMemoryStorage()
+        optuna.copy_study(from_study_name=self.study_name, from_storage=self.study._storage, to_storage=storage)
+        self.study = optuna.load_study(study_name=self.study_name, storage=storage)
+
     def _trials(self) -> list[optuna.trial.FrozenTrial]:
         """The study's trials, less those that do not count: a killed trial that was retried, an interrupted one,
         and a surplus one."""

@@ -10,7 +10,8 @@
 - one *trial run* per trial (child: tag ``mlflow.parentRunId``), named ``trial-NNN`` and its params: sampled
   params, the datasets it trained and was scored on, per-epoch curves as step metrics (``loss``, ``val_loss``,
   every compiled metric; under cross-validation the mean over the folds under those names, and each fold's own
-  with a :func:`fold_prefix`), ``score``/``score_std``/``fold<k>/score``, the named validation metrics
+  with a :func:`fold_prefix`), ``score``/``score_std``/``fold<k>/score`` (:func:`trial_metrics`; with several
+  metrics ``score_<name>`` each, and ``train_<name>`` for the training rows' scores), the named validation metrics
   (``val_mse``, ``val_accuracy``, ...: the mean over folds, at the step after the last epoch), ``epochs``,
   ``duration_s``, tag ``hpsearch.state`` (finished / pruned / failed) and ``hpsearch.reason``, and the trained
   model (the first fold's) under ``model/``.
@@ -19,7 +20,9 @@ Metrics go out in batches (``log_batch``), at most one call every five seconds p
 
 from __future__ import annotations
 
-from hpsearch.results import StudyResult, params_text
+import math
+
+from hpsearch.results import StudyResult, TrialResult, params_text
 
 # MLflow 3's kind for this work; its UI opens experiments in GenAI mode unless the address asks for model training
 EXPERIMENT_TAGS = {"mlflow.experimentKind": "custom_model_development"}
@@ -63,3 +66,18 @@ def study_description(result: StudyResult, shown: int = 10) -> str:
                   for t in best]
     lines += ["", "Every trial: the `trials.json` table in this run's artifacts, and the trial runs nested under it."]
     return "\n".join(lines)
+
+
+def trial_metrics(result: TrialResult) -> dict[str, float]:
+    """A trial run's final metrics: duration, epochs and, when it finished, its score (mean, std, per fold), every
+    metric of a multi-metric scoring (``score_<name>``) and the training rows' scores (``train_<name>``)."""
+    metrics = {"duration_s": result.duration_s}
+    if result.fold_epochs:
+        metrics["epochs"] = max(result.fold_epochs)
+    if result.state == "finished":
+        metrics.update(score=result.score, score_std=result.score_std)
+        metrics.update({f"score_{name}": value for name, value in result.mean_scores().items()})
+        metrics.update({f"train_{name}": value for name, value in result.mean_scores(train=True).items()})
+        if len(result.fold_scores) > 1:
+            metrics.update({f"{fold_prefix(k, True)}score": s for k, s in enumerate(result.fold_scores)})
+    return {k: v for k, v in metrics.items() if math.isfinite(v)}

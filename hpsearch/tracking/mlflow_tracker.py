@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 import socket
 import subprocess
@@ -36,7 +35,7 @@ from hpsearch.tracking._retry import Retry, check_server, retry_budget, short_er
 from hpsearch.tracking._run import BufferedRun, log_table, package_versions, save_model, warm_model_saving
 from hpsearch.tracking._settings import quiet_mlflow
 from hpsearch.tracking.datasets import RunDatasets
-from hpsearch.tracking.layout import EXPERIMENT_TAGS, STATUS, fold_prefix, study_description
+from hpsearch.tracking.layout import EXPERIMENT_TAGS, STATUS, study_description, trial_metrics
 from hpsearch.tracking.lr_find_run import log_range_test
 from hpsearch.tracking.reading import collect
 from hpsearch.tracking.registry import register_champion, registry_name
@@ -188,14 +187,7 @@ class MlflowTracker:
 
     def end_trial(self, run: BufferedRun, result: TrialResult, model: Any = None) -> None:
         """Final scores, state and (if any) the trained model; closes the child run. Sets ``result.run_id``."""
-        metrics = {"duration_s": result.duration_s}
-        if result.fold_epochs:
-            metrics["epochs"] = max(result.fold_epochs)
-        if result.state == "finished":
-            metrics.update(score=result.score, score_std=result.score_std)
-            if len(result.fold_scores) > 1:
-                metrics.update({f"{fold_prefix(k, True)}score": s for k, s in enumerate(result.fold_scores)})
-        run.log_metrics({k: v for k, v in metrics.items() if math.isfinite(v)})
+        run.log_metrics(trial_metrics(result))
         validation = result.val_metrics
         if validation:  # a step past the last epoch: Keras' own val_accuracy curve may share the name
             run.log_metrics(validation, step=max(result.fold_epochs, default=0))

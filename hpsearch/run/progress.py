@@ -1,4 +1,5 @@
-"""Progress on the terminal (rich): a bar over trials and one over the epochs of the current trial."""
+"""Progress on the terminal (rich): a bar over trials and one over the epochs of the current trial, or one line per
+trial (``SearchCV(verbose=2)``)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from hpsearch.results import TrialResult
+from hpsearch.results import NoObserver, TrialResult, params_text
 
 
 class RichObserver:
@@ -45,3 +46,20 @@ class RichObserver:
         best = f"best score {self._best:.5g}" if self._best is not None else ""
         self._progress.update(self._trials, advance=1, info=best)
         self._progress.update(self._epochs, visible=False)
+
+
+class TrialLines(NoObserver):
+    """A TrialObserver printing one line as each trial ends: its state, score, params and time."""
+
+    def __init__(self, console: Console) -> None:
+        self.console, self.total = console, 0
+
+    def search_started(self, n_trials: int) -> None:
+        self.total = n_trials
+
+    def trial_ended(self, result: TrialResult) -> None:
+        score = f"score={result.score:.5g} (std {result.score_std:.3g})" if result.state == "finished" else \
+            (result.reason or "")
+        self.console.print(f"[trial {result.number + 1}/{self.total}] {result.state} {score}; "
+                           f"{params_text(result.params)}; {result.duration_s:.1f} s", highlight=False, markup=False,
+                           soft_wrap=True)
