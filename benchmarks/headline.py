@@ -12,6 +12,7 @@ one change at a time from its defaults instead, at the last budget.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import subprocess
 import sys
@@ -30,6 +31,7 @@ BUDGETED = ("hpsearch", "optuna", "keras_tuner")
 ABLATION = {"default": [], "backend=tensorflow": ["training.backend=tensorflow"],
             "steps_per_execution=1": ["training.steps_per_execution=1"], "cv=3": ["search.cv=3"],
             "pruner=none": ["search.pruner=none"], "pruner=median": ["search.pruner=median"],
+            "pruner=hyperband": ["search.pruner=hyperband"],
             "sampler=random": ["search.sampler=random"],
             "final=best_trial": ["search.final=best_trial"], "final=refit": ["search.final=refit"]}
 
@@ -48,8 +50,14 @@ def schedule(budgets: list[float], seeds: list[int], chapter_seeds: list[int],
     return runs
 
 
+# What "default" means in the ablation's runs (recorded with each, and in its file name): the defaults changed
+# after session 16's runs, which were made on Optuna TPE + Hyperband (rows without the field).
+DEFAULTS = "tpe-no-pruning"
+
+
 def run_one(contender: str, budget: float, seed: int, data: Path, folder: Path, variant: str = "") -> Path:
-    out = folder / f"{contender}{'-' + variant if variant else ''}-{budget:.0f}s-seed{seed}.json"
+    label = f"-{variant}@{DEFAULTS}" if variant else ""
+    out = folder / f"{contender}{label}-{budget:.0f}s-seed{seed}.json"
     env = {k: v for k, v in os.environ.items() if k != "KERAS_BACKEND"}  # each tool on its own default backend
     command = [sys.executable, str(HERE / "contenders.py"), contender, "--budget", str(budget), "--seed",
                str(seed), "--data", str(data), "--out", str(out)]
@@ -57,6 +65,8 @@ def run_one(contender: str, budget: float, seed: int, data: Path, folder: Path, 
     done = subprocess.run(command, env=env, check=False)
     if done.returncode != 0:
         print(f"  {contender} {budget:.0f}s seed {seed} failed (exit {done.returncode})", flush=True)
+    elif variant:
+        out.write_text(json.dumps({**json.loads(out.read_text()), "defaults": DEFAULTS}, indent=1))
     return out
 
 

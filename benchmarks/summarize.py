@@ -40,7 +40,8 @@ def figures_of(rows: list[dict[str, Any]], by_variant: bool = False) -> list[Fig
     runs: dict[tuple[str, float | None], list[dict[str, Any]]] = defaultdict(list)
     for row in rows:
         if math.isfinite(row.get("test_mse", math.nan)):
-            name = f"hpsearch {row.get('variant', 'default')}" if by_variant else row["contender"]
+            name = (f"hpsearch {row.get('variant', 'default')} (from {row.get('defaults', 'tpe-hyperband')})"
+                    if by_variant else row["contender"])
             runs[name, row["budget_s"]].append(row)
     medians = {key: statistics.median(r["test_mse"] for r in found) for key, found in runs.items()}
     figures = []

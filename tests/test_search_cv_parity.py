@@ -140,6 +140,20 @@ def test_multi_metric_scoring_and_every_kind_of_refit(workdir):
     assert study[0].info.status == "FINISHED"
 
 
+def test_a_callable_scorer_is_the_score_the_search_maximises(workdir):
+    from sklearn.metrics import make_scorer, max_error
+
+    X, y = regression()
+    worst_error = make_scorer(max_error, greater_is_better=False)
+    search = hpsearch.SearchCV(hpsearch.KerasMLPRegressor(epochs=3), {"n_neurons": [2, 16]}, strategy="grid", cv=2,
+                               scoring=worst_error, experiment="callable").fit(X, y)
+    assert search.scorer_ is worst_error and not search.multimetric_
+    assert search.best_score_ == pytest.approx(np.max(search.cv_results_["mean_test_score"]))
+    assert search.score(X, y) == pytest.approx(-max_error(y, search.predict(X)), rel=1e-5)
+    study, _ = study_and_trials("callable")
+    assert "max_error" in study[0].data.params["scoring"]
+
+
 def test_error_score_and_the_failures_it_counts(workdir):
     X, y = regression()
     space = {"activation": ["relu", "not-an-activation"]}
@@ -250,6 +264,7 @@ def test_final_best_trial_and_ensemble_on_a_holdout_split(workdir):
 
 @pytest.mark.parametrize("arguments, fit, message", [
     ({"n_jobs": 0}, {}, "n_jobs == 0 has no meaning"),
+    ({"cv": 1}, {}, "n_splits=2 or more"),  # KFold refuses one fold (one split of a splitter is a holdout)
     ({"cv": []}, {}, "yields no \\(train, test\\) split"),
     ({"cv": KFold(2)}, {"groups": [0, 1, 2]}, "groups has 3 values for 120 rows"),
     ({"scoring": "neg_mean_sqared_error"}, {}, "not a scikit-learn scorer \\(did you mean 'neg_mean_squared_error'"),
