@@ -6,7 +6,7 @@ embedded store as shipped. Each round runs ``training.backend: auto`` (which pic
 ``training.backend: tensorflow`` one after the other, in alternating order, each in a fresh folder and, for JAX,
 with an empty compilation cache (so every model is compiled: the cold case; a re-run on the same machine hits the
 cache and is faster). Figures: median wall time of the whole command per side, with the range, and the ratio of
-medians, at 30 and 100 epochs (``--quick``: 30 only, 2 rounds). The ratio of whole commands includes both sides'
+medians, at 30 and 100 epochs (``--quick``: 30 only, 1 round). The ratio of whole commands includes both sides'
 start-up (imports, MLflow) and the final model and test. Trial throughput alone: the trials per hour of each run,
 from its trial runs in the MLflow store (the first trial's start to the last one's end), medians per side.
 """
@@ -60,7 +60,7 @@ def run(quick: bool, data: Path) -> list[Figure]:
     for epochs in (30,) if quick else (30, 100):
         times: dict[str, list[float]] = {"auto": [], "tensorflow": []}
         rates: dict[str, list[float]] = {"auto": [], "tensorflow": []}
-        for round_ in range(2 if quick else 3):
+        for round_ in range(1 if quick else 3):
             order = ("auto", "tensorflow") if round_ % 2 == 0 else ("tensorflow", "auto")
             for backend in order:
                 with scratch(f"backends-{backend}-") as folder:

@@ -4,7 +4,7 @@ Every run is one fresh process (``contenders.py``) writing one JSON file to ``be
 Budgets 30 s (the shortest, for the ratio to the chapter's wall time), 60 s and 300 s; seeds 1-3 (``--seeds``;
 ``--first-seed`` adds seeds later), the contenders interleaved seed by seed in an order rotated per seed; and the
 chapter's own search to its end (3 seeds, 13-16 min each here, after the first budget). ``--quick``: a 20 s
-budget, 2 seeds, no chapter run, results in a temporary folder (indicative only). The figures and the anytime PNG
+budget, 1 seed, no chapter run, results in a temporary folder (indicative only). The figures and the anytime PNG
 are made from the JSON files by ``summarize.py`` (also run alone to redraw them). ``--ablation``: hpsearch with
 one change at a time from its defaults instead, at the last budget.
 """
@@ -72,7 +72,7 @@ def run_one(contender: str, budget: float, seed: int, data: Path, folder: Path, 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="one 20 s budget, 2 seeds, no chapter run")
+    parser.add_argument("--quick", action="store_true", help="one 20 s budget, 1 seed, no chapter run")
     parser.add_argument("--budgets", type=float, nargs="+", default=None)
     parser.add_argument("--seeds", type=int, default=3, help="seeds per contender and budget")
     parser.add_argument("--first-seed", type=int, default=1, help="seeds run from this one (to add seeds later)")
@@ -90,7 +90,7 @@ def main() -> None:
     args = parser.parse_args()
     data = data_file(args.data)
     budgets = args.budgets or ([20.0] if args.quick else [30.0, 60.0, 300.0])
-    seeds = list(range(args.first_seed, args.first_seed + (2 if args.quick else args.seeds)))
+    seeds = list(range(args.first_seed, args.first_seed + (1 if args.quick else args.seeds)))
     chapter = [] if args.quick else list(range(1, 1 + args.chapter_seeds))
     folder = Path(args.results or (tempfile.mkdtemp(prefix="hpsearch-headline-") if args.quick else RESULTS))
     folder.mkdir(parents=True, exist_ok=True)
