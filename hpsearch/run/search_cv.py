@@ -253,13 +253,13 @@ class SearchCV(MetaEstimatorMixin, BaseEstimator):
         if self.backend is not None:  # Keras is loaded with the estimator: this checks that it runs on the one asked
             use_backend(self.backend, field="backend")
         seed = self.random_state if self.random_state is not None else int(np.random.randint(2**31 - 1))
-        study_params = self._study_params(space, X, y, seed)
+        study_params = self._study_params(search.n_trials, space, X, y, seed)
         if execution.parallel:
             study_params.update({"execution.backend": execution.backend, "execution.n_jobs": execution.n_jobs})
         halving = search.strategy == "halving"  # it sets each round's epochs: fit(epochs=) is the last round's
         epochs = fit_params.pop(f"{keras_step(self.estimator)[1]}epochs", None) if halving else None
         job = SearchJob(self, search, space, scoring, Splits(X, y, folds, fit_params=fit_params), seed, error_score,
-                        study_params, self._describe(space), epochs)
+                        study_params, self._describe(search.n_trials, space), epochs)
         if search.strategy == "optuna" and execution.n_jobs > 1:
             with shared_storage(search.storage) as storage:
                 job.search = search.model_copy(update={"storage": storage})
@@ -272,8 +272,8 @@ class SearchCV(MetaEstimatorMixin, BaseEstimator):
         self._set_results(result, strategy, scoring, len(folds), refit_seconds, error_score, X)
         return self
 
-    def _study_params(self, space: SearchSpace, X: Any, y: Any, seed: int) -> dict[str, Any]:
-        return {"strategy": self.strategy, "n_trials": n_trials_of(self.n_trials, self.n_iter), "cv": repr(self.cv),
+    def _study_params(self, n_trials: int, space: SearchSpace, X: Any, y: Any, seed: int) -> dict[str, Any]:
+        return {"strategy": self.strategy, "n_trials": n_trials, "cv": repr(self.cv),
                 "backend": running_backend() or "none", "scoring": repr(self.scoring) if self.scoring is not None
                 else "estimator default", "seed": seed,
                 "estimator": type(self.estimator).__name__, "data.n_rows": len(y),
@@ -281,9 +281,9 @@ class SearchCV(MetaEstimatorMixin, BaseEstimator):
                 "data.sha256": joblib.hash((X, y), hash_name="sha1"),
                 **{f"space.{k}": v for k, v in space.describe().items()}}
 
-    def _describe(self, space: SearchSpace) -> str:
+    def _describe(self, n_trials: int, space: SearchSpace) -> str:
         summary = {"api": "hpsearch.SearchCV", "estimator": repr(self.estimator), "space": space.describe(),
-                   "strategy": self.strategy, "n_trials": n_trials_of(self.n_trials, self.n_iter), "cv": repr(self.cv),
+                   "strategy": self.strategy, "n_trials": n_trials, "cv": repr(self.cv),
                    "scoring": repr(self.scoring), "refit": repr(self.refit), "random_state": self.random_state}
         return yaml.safe_dump(summary, sort_keys=False)
 
